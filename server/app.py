@@ -1,0 +1,108 @@
+"""The application factory: Starlette routes and the lifespan that starts the node."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket as pysocket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from channels import default_router
+from channels.router import Router
+from server.auth import issue_token
+from server.config import Settings
+from server.endpoint import Endpoint
+from server.pubsub import PubSub, backend_from_url
+from server.transport import websocket_endpoint
+
+logger = logging.getLogger("switchboard.app")
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC_DIR = ROOT / "static"
+PHOENIX_JS_DIR = ROOT / "node_modules" / "phoenix" / "priv" / "static"
+
+
+def node_id(settings: Settings) -> str:
+    """``name:bootid``: the name is stable across restarts, the boot id is not."""
+    name = settings.node_name or f"{pysocket.gethostname()}:{settings.port}"
+    return f"{name}:{secrets.token_hex(3)}"
+
+
+def create_app(settings: Settings | None = None, router: Router | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    node = node_id(settings)
+    pubsub = PubSub(backend_from_url(settings.pubsub_url), node)
+    endpoint = Endpoint(settings, router or default_router(), pubsub, node)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await endpoint.start()
+        logger.info(
+            "switchboard node %s listening on http://%s:%d (profile %s, pub/sub %s)",
+            node,
+            settings.host,
+            settings.port,
+            settings.profile,
+            pubsub.backend.name,
+            extra={"event": "listening", "port": settings.port},
+        )
+        try:
+            yield
+        finally:
+            await endpoint.stop()
+
+    routes = [
+        WebSocketRoute("/socket/websocket", websocket_endpoint),
+        Route("/", _index),
+        Route("/health/live", _live),
+        Route("/health/ready", _ready),
+        Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+        Mount(
+            "/vendor/phoenix",
+            StaticFiles(directory=PHOENIX_JS_DIR, check_dir=False),
+            name="phoenix",
+        ),
+    ]
+    if settings.dev:
+        routes.append(Route("/dev/token", _dev_token))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.endpoint = endpoint
+    app.state.settings = settings
+    return app
+
+
+async def _index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html")
+
+
+async def _live(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _ready(request: Request) -> Response:
+    endpoint: Endpoint = request.app.state.endpoint
+    status = endpoint.pubsub.status
+    if not endpoint.accepting:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    if not status.connected:
+        return JSONResponse(
+            {"status": "unavailable", "reason": f"pub/sub: {status.reason}"}, status_code=503
+        )
+    return JSONResponse({"status": "ok", "node": endpoint.node})
+
+
+async def _dev_token(request: Request) -> Response:
+    """Dev profile only: a token for any name, so the demo page needs no login."""
+    user = request.query_params.get("user", "").strip()
+    if not user or len(user) > 64:
+        return JSONResponse({"error": "give ?user=NAME (1 to 64 characters)"}, status_code=400)
+    settings: Settings = request.app.state.settings
+    return JSONResponse({"token": issue_token(settings.secret, user), "user": user})

@@ -1,0 +1,245 @@
+"""Runs one channel of one socket: its mailbox, its hooks, and what their results mean.
+
+Phoenix gives every channel a process; we give it a mailbox on the event loop. Items are
+handled one at a time, in order. A hook runs inline (:mod:`server.eager`) and only a hook
+that really waits (on an actor, on I/O) gets a task, so a ``ping`` costs no task switch
+while a slow ``handle_in`` delays only its own channel, never the socket's heartbeats or
+its other channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from channels.channel import NOREPLY, Channel, Reply, Stop
+from server import codec, eager
+from server.codec import Frame, Message, Payload
+
+if TYPE_CHECKING:
+    from server.socket import Socket
+
+logger = logging.getLogger("switchboard.channel")
+
+JOINING, JOINED, STOPPED = "joining", "joined", "stopped"
+
+
+class ChannelServer:
+    __slots__ = (
+        "socket",
+        "endpoint",
+        "topic",
+        "join_ref",
+        "channel",
+        "state",
+        "_intercept",
+        "_outbox",
+        "_mailbox",
+        "_busy",
+        "_task",
+    )
+
+    def __init__(
+        self, socket: Socket, channel_class: type[Channel], topic: str, join_ref: str
+    ) -> None:
+        self.socket = socket
+        self.endpoint = socket.endpoint
+        self.topic = topic
+        self.join_ref = join_ref
+        self.state = JOINING
+        self._intercept = channel_class.intercept
+        self._outbox = socket.outbox
+        self._mailbox: deque[tuple[Any, ...]] = deque()
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self.channel = channel_class(topic, socket.info, self)
+
+    def __repr__(self) -> str:
+        return f"<ChannelServer {self.topic} join_ref={self.join_ref} socket={self.socket.info.id}>"
+
+    # -- the fastlane: broadcasts from pub/sub ------------------------------------------
+
+    def deliver(self, event: str, frame: Frame) -> None:
+        if self._intercept and event in self._intercept:
+            self._post(("out", event, frame))
+        else:
+            self._outbox.put(frame)
+
+    # -- mailbox ---------------------------------------------------------------------------
+
+    def post_join(self, payload: Any, ref: str | None) -> None:
+        self._post(("join", payload, ref))
+
+    def post_in(self, message: Message) -> None:
+        self._post(("in", message))
+
+    def post_leave(self, ref: str | None) -> None:
+        self._post(("leave", ref))
+
+    def post_info(self, message: Any) -> None:
+        self._post(("info", message))
+
+    def push(self, event: str, payload: Payload) -> None:
+        self.socket.protocol.push(self.topic, self.join_ref, event, payload)
+        self.socket.flush()
+
+    def _post(self, item: tuple[Any, ...]) -> None:
+        if self.state == STOPPED:
+            return
+        self._mailbox.append(item)
+        if not self._busy:
+            self._run()
+
+    def _run(self) -> None:
+        self._busy = True
+        mailbox = self._mailbox
+        while mailbox and self.state != STOPPED:
+            rest = eager.start(self._handle(mailbox.popleft()))
+            if rest is not None:
+                self._task = asyncio.get_running_loop().create_task(self._resume(rest))
+                return
+        mailbox.clear()
+        self._busy = False
+
+    async def _resume(self, rest: eager.Resumed) -> None:
+        try:
+            await rest
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._task = None
+        self._run()
+
+    # -- handling --------------------------------------------------------------------------
+
+    async def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        try:
+            if kind == "in":
+                message: Message = item[1]
+                result = self.channel.handle_in(message.event, message.payload)
+                if inspect.isawaitable(result):
+                    result = await result
+                await self._after(result, message.ref, f"handle_in {message.event!r}")
+            elif kind == "join":
+                await self._join(item[1], item[2])
+            elif kind == "out":
+                _, event, payload = codec.decode_broadcast(item[2])
+                result = self.channel.handle_out(event, payload)
+                if inspect.isawaitable(result):
+                    result = await result
+                await self._after(result, None, f"handle_out {event!r}")
+            elif kind == "info":
+                result = self.channel.handle_info(item[1])
+                if inspect.isawaitable(result):
+                    result = await result
+                await self._after(result, None, "handle_info")
+            elif kind == "leave":
+                await self._stop("left")
+                self.socket.protocol.left(self.topic, self.join_ref, item[1])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("channel %s crashed in %s", self.topic, kind)
+            await self._stop("crash", crashed=True)
+        self.socket.flush()
+
+    async def _join(self, payload: Any, ref: str | None) -> None:
+        protocol = self.socket.protocol
+        try:
+            result = self.channel.join(payload)
+            if inspect.isawaitable(result):
+                result = await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("channel %s crashed in join", self.topic)
+            result = Reply("error", {"reason": "join crashed"})
+        if result is None:
+            result = Reply("ok", {})
+        if not isinstance(result, Reply):
+            logger.error(
+                "join of %s returned %r; expected ok(...) or error(...)", self.topic, result
+            )
+            result = Reply("error", {"reason": "join crashed"})
+        if result.status != "ok":
+            self.state = STOPPED
+            self.socket.channel_stopped(self, was_joined=False)
+            protocol.join_failed(self.topic, self.join_ref, ref, result.response)
+            return
+        if protocol.join_succeeded(self.topic, self.join_ref, ref, result.response):
+            self.state = JOINED
+            self.endpoint.pubsub.subscribe(self.topic, self)
+            self.socket.channel_joined(self)
+        else:
+            self.state = STOPPED
+
+    async def _after(self, result: Any, ref: str | None, where: str) -> None:
+        if result is None or result is NOREPLY:
+            return
+        if isinstance(result, Reply):
+            self.socket.protocol.reply(
+                self.topic, self.join_ref, ref, result.status, result.response
+            )
+        elif isinstance(result, Stop):
+            final = (ref, result.reply.status, result.reply.response) if result.reply else None
+            await self._stop(result.reason, crashed=not result.is_normal, final_reply=final)
+        else:
+            raise TypeError(
+                f"{where} of {self.topic} returned {result!r}; expected a reply, NOREPLY or Stop"
+            )
+
+    async def _stop(
+        self,
+        reason: str,
+        *,
+        crashed: bool = False,
+        final_reply: tuple[str | None, str, Payload] | None = None,
+    ) -> None:
+        """End the channel: unsubscribe, ``terminate``, then tell the client (close or error)."""
+        if self.state == STOPPED:
+            return
+        was_joined = self.state == JOINED
+        self.state = STOPPED
+        self._mailbox.clear()
+        if was_joined:
+            self.endpoint.pubsub.unsubscribe(self.topic, self)
+        self.socket.channel_stopped(self, was_joined)
+        await self._terminate(reason)
+        if reason == "left":
+            return
+        if crashed:
+            self.socket.protocol.channel_crashed(self.topic, self.join_ref)
+        else:
+            self.socket.protocol.channel_closed(self.topic, self.join_ref, final_reply)
+
+    async def _terminate(self, reason: str) -> None:
+        try:
+            result = self.channel.terminate(reason)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("terminate of channel %s raised", self.topic)
+
+    def shutdown(self, reason: str) -> None:
+        """Stop without telling the client: its socket is gone, or a new join replaced us."""
+        if self.state == STOPPED:
+            return
+        was_joined = self.state == JOINED
+        if was_joined:
+            self.endpoint.pubsub.unsubscribe(self.topic, self)
+        self.state = STOPPED
+        self._mailbox.clear()
+        self.socket.channel_stopped(self, was_joined)
+        if self._task is not None:
+            self._task.cancel()
+        rest = eager.start(self._terminate(reason))
+        if rest is not None:
+            asyncio.get_running_loop().create_task(_await(rest))
+
+
+async def _await(rest: eager.Resumed) -> None:
+    await rest

@@ -1,0 +1,93 @@
+"""The ``switchboard`` command: ``serve`` a node, or print a ``token`` for a user."""
+
+from __future__ import annotations
+
+import argparse
+import socket as pysocket
+import sys
+from collections.abc import Sequence
+
+from server.config import ConfigError, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="switchboard", description="A Phoenix Channels server in Python."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="run a node (settings also come from SWITCHBOARD_* variables)"
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 4000; 0 picks a free port)")
+    serve.add_argument("--secret", help="token signing secret (required outside the dev profile)")
+    serve.add_argument("--allowed-origins", help="comma-separated origins allowed to open sockets")
+    serve.add_argument("--pubsub-url", help="memory:// (default) or redis://host:port/db")
+    serve.add_argument("--profile", choices=["dev", "test", "prod"], help="default dev")
+
+    token = commands.add_parser("token", help="print a signed token for a user")
+    token.add_argument("--user", required=True, help="user id to put in the token")
+    token.add_argument(
+        "--ttl", type=int, default=24 * 3600, help="seconds until it expires (default 1 day)"
+    )
+    token.add_argument("--secret", help="signing secret (default: the profile's)")
+    token.add_argument("--profile", choices=["dev", "test", "prod"])
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            origins = None
+            if args.allowed_origins is not None:
+                origins = tuple(o.strip() for o in args.allowed_origins.split(",") if o.strip())
+            settings = Settings.from_env(
+                host=args.host,
+                port=args.port,
+                secret=args.secret,
+                allowed_origins=origins,
+                pubsub_url=args.pubsub_url,
+                profile=args.profile,
+            )
+            return _serve(settings)
+        settings = Settings.from_env(secret=args.secret, profile=args.profile)
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    from server.auth import issue_token
+
+    print(issue_token(settings.secret, args.user, ttl=args.ttl))
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from server import logs
+    from server.app import create_app
+
+    family = pysocket.AF_INET6 if ":" in settings.host else pysocket.AF_INET
+    sock = pysocket.socket(family, pysocket.SOCK_STREAM)
+    sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    settings = dataclasses.replace(settings, port=sock.getsockname()[1])
+
+    app = create_app(settings)
+    logs.configure(settings.log_level, app.state.endpoint.node)
+    config = uvicorn.Config(
+        app,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_size,
+        ws_per_message_deflate=settings.compression,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Settings from the environment (``SWITCHBOARD_*``), with dev/test/prod profiles.
+
+The dev profile works with no set-up: ``serve`` and ``token`` share :data:`DEV_SECRET`.
+Outside dev a secret must be given. Command-line flags override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEV_SECRET = "switchboard-dev-secret-do-not-use-in-production"
+PROFILES = ("dev", "test", "prod")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which variable and why."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a Switchboard node. ``env`` names the variable; ``help`` goes into docs."""
+
+    profile: str = field(
+        default="dev", metadata={"env": "SWITCHBOARD_PROFILE", "help": "dev, test or prod"}
+    )
+    host: str = field(
+        default="127.0.0.1", metadata={"env": "SWITCHBOARD_HOST", "help": "address to bind"}
+    )
+    port: int = field(
+        default=4000,
+        metadata={"env": "SWITCHBOARD_PORT", "help": "port to bind (0 picks a free one)"},
+    )
+    secret: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "env": "SWITCHBOARD_SECRET",
+            "help": "HMAC key for socket tokens (required outside dev)",
+        },
+    )
+    allowed_origins: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "env": "SWITCHBOARD_ALLOWED_ORIGINS",
+            "help": "comma-separated origins allowed to open sockets; empty: any (not in prod)",
+        },
+    )
+    pubsub_url: str = field(
+        default="memory://",
+        metadata={
+            "env": "SWITCHBOARD_PUBSUB_URL",
+            "help": "memory:// (one node) or redis://host:port/db",
+        },
+    )
+    node_name: str = field(
+        default="", metadata={"env": "SWITCHBOARD_NODE", "help": "node name (default: host:port)"}
+    )
+    max_frame_size: int = field(
+        default=1024 * 1024,
+        metadata={"env": "SWITCHBOARD_MAX_FRAME_SIZE", "help": "largest inbound frame, bytes"},
+    )
+    max_channels: int = field(
+        default=100,
+        metadata={"env": "SWITCHBOARD_MAX_CHANNELS", "help": "channels one socket may join"},
+    )
+    outbox_limit: int = field(
+        default=1024 * 1024,
+        metadata={
+            "env": "SWITCHBOARD_OUTBOX_LIMIT",
+            "help": "bytes queued for a slow client before it is dropped",
+        },
+    )
+    idle_timeout: float = field(
+        default=60.0,
+        metadata={
+            "env": "SWITCHBOARD_IDLE_TIMEOUT",
+            "help": "close a socket silent this long, seconds",
+        },
+    )
+    compression: bool = field(
+        default=False,
+        metadata={
+            "env": "SWITCHBOARD_COMPRESSION",
+            "help": "permessage-deflate (costs CPU and memory per socket)",
+        },
+    )
+    log_level: str = field(
+        default="info", metadata={"env": "SWITCHBOARD_LOG_LEVEL", "help": "debug, info, warning"}
+    )
+    limits: bool = field(
+        default=True,
+        metadata={
+            "env": "SWITCHBOARD_LIMITS",
+            "help": "rate limits and per-user socket limit (off for benchmarks)",
+        },
+    )
+    presence: bool = field(
+        default=True,
+        metadata={"env": "SWITCHBOARD_PRESENCE", "help": "track presence in the demo room channel"},
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``SWITCHBOARD_*`` variables, apply ``overrides`` (None means unset), validate."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _convert(f.type, raw)
+            except ValueError as exc:
+                raise ConfigError(f"{f.metadata['env']}: {exc}") from None
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        if self.profile not in PROFILES:
+            raise ConfigError(
+                f"SWITCHBOARD_PROFILE must be one of {', '.join(PROFILES)}, got {self.profile!r}"
+            )
+        settings = self
+        if not settings.secret:
+            if settings.profile == "dev":
+                settings = replace(settings, secret=DEV_SECRET)
+            elif settings.profile == "test":
+                settings = replace(settings, secret=secrets.token_urlsafe(32))
+            else:
+                raise ConfigError("SWITCHBOARD_SECRET must be set in the prod profile")
+        if settings.profile == "prod":
+            if settings.secret == DEV_SECRET or len(settings.secret) < 32:
+                raise ConfigError(
+                    "SWITCHBOARD_SECRET must be a non-default secret of 32+ characters in prod"
+                )
+            if not settings.allowed_origins:
+                raise ConfigError("SWITCHBOARD_ALLOWED_ORIGINS must be set in the prod profile")
+        if settings.max_frame_size < 1024:
+            raise ConfigError("SWITCHBOARD_MAX_FRAME_SIZE must be at least 1024 bytes")
+        return settings
+
+    @property
+    def dev(self) -> bool:
+        return self.profile == "dev"
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "bool":
+        return _bool(raw)
+    if kind.startswith("tuple"):
+        return _list(raw)
+    return raw

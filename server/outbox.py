@@ -1,0 +1,106 @@
+"""A bounded outbound queue per connection that writes directly while it can.
+
+A frame is written at once when nothing is queued and the transport accepts it without
+waiting. Once a write has to wait (the client reads slower than we send), a writer task
+takes over and later frames queue behind it, up to ``limit`` bytes. Past the limit the
+connection is given up (``on_overflow``): a slow client never delays the other subscribers
+of a broadcast and never makes the server's memory grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from server import eager
+from server.codec import Frame
+
+logger = logging.getLogger("switchboard.outbox")
+
+SendFunction = Callable[[Frame], Coroutine[Any, Any, None]]
+
+
+class Outbox:
+    __slots__ = (
+        "_send",
+        "limit",
+        "_on_overflow",
+        "_on_error",
+        "_queue",
+        "_queued_bytes",
+        "_writer",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        send: SendFunction,
+        limit: int,
+        on_overflow: Callable[[], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._send = send
+        self.limit = limit
+        self._on_overflow = on_overflow
+        self._on_error = on_error
+        self._queue: deque[Frame] = deque()
+        self._queued_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def put(self, frame: Frame) -> None:
+        """Write ``frame`` now if possible, else queue it; never blocks, never raises."""
+        if self.closed:
+            return
+        if self._writer is None:
+            try:
+                rest = eager.start(self._send(frame))
+            except Exception as exc:
+                self._fail(exc)
+                return
+            if rest is not None:
+                self._writer = asyncio.get_running_loop().create_task(self._drain(rest))
+            return
+        size = len(frame)
+        if self._queued_bytes + size > self.limit:
+            self.close()
+            self._on_overflow()
+            return
+        self._queue.append(frame)
+        self._queued_bytes += size
+
+    async def _drain(self, first: eager.Resumed) -> None:
+        try:
+            await first
+            queue = self._queue
+            while queue and not self.closed:
+                frame = queue.popleft()
+                self._queued_bytes -= len(frame)
+                await self._send(frame)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._writer = None
+
+    def close(self) -> None:
+        """Drop what is queued and stop writing; the caller closes the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        if self._writer is not None:
+            self._writer.cancel()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.close()
+        self._on_error(exc)
