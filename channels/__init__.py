@@ -17,8 +17,13 @@ __all__ = [
 ]
 
 
-def default_router() -> Router:
-    """The routes a plain ``switchboard serve`` offers."""
+def default_router(profile: str = "dev") -> Router:
+    """The routes a plain ``switchboard serve`` offers (plus ``test:*`` in the test profile)."""
     from channels.room import RoomChannel, SecretChannel
 
-    return Router().channel("room:*", RoomChannel).channel("secret:*", SecretChannel)
+    router = Router().channel("room:*", RoomChannel).channel("secret:*", SecretChannel)
+    if profile == "test":
+        from channels.testing import TestChannel
+
+        router.channel("test:*", TestChannel)
+    return router

@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     settings = settings or Settings.from_env()
     node = node_id(settings)
     pubsub = PubSub(backend_from_url(settings.pubsub_url), node)
-    endpoint = Endpoint(settings, router or default_router(), pubsub, node)
+    endpoint = Endpoint(settings, router or default_router(settings.profile), pubsub, node)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
