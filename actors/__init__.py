@@ -1,0 +1,56 @@
+"""Shared state in pykka actors, OTP-style supervision, and the bridge from asyncio to them."""
+
+from actors.bridge import ActorTarget, ask, call, tell
+from actors.cache import (
+    CacheActor,
+    CacheDelete,
+    CacheGet,
+    CacheInvalidatePrefix,
+    CachePut,
+    CacheStats,
+    CacheStatsReply,
+)
+from actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
+from actors.faults import InjectedFault, InjectFault
+from actors.limiter import (
+    Acquire,
+    Decision,
+    LimiterActor,
+    LimiterStats,
+    LimiterStatsReply,
+    LimiterSweep,
+    UnknownBucketError,
+)
+from actors.supervisor import ChildSpec, SupervisedActor, Supervisor, SupervisorEvent
+from actors.token_bucket import TokenBucket
+
+__all__ = [
+    "Acquire",
+    "ActorError",
+    "ActorTarget",
+    "ActorTimeoutError",
+    "ActorUnavailableError",
+    "CacheActor",
+    "CacheDelete",
+    "CacheGet",
+    "CacheInvalidatePrefix",
+    "CachePut",
+    "CacheStats",
+    "CacheStatsReply",
+    "ChildSpec",
+    "Decision",
+    "InjectFault",
+    "InjectedFault",
+    "LimiterActor",
+    "LimiterStats",
+    "LimiterStatsReply",
+    "LimiterSweep",
+    "SupervisedActor",
+    "Supervisor",
+    "SupervisorEvent",
+    "TokenBucket",
+    "UnknownBucketError",
+    "ask",
+    "call",
+    "tell",
+]
