@@ -142,6 +142,26 @@ class Channel:
         """Like :meth:`broadcast`, but not to this channel's own client."""
         self.endpoint.pubsub.broadcast(self.topic, event, payload, exclude=self._server)
 
+    # -- presence (Phoenix.Presence) ------------------------------------------------------
+
+    async def track(self, key: str, meta: dict[str, Any]) -> None:
+        """Track ``key`` in this topic with ``meta``; it leaves when the channel ends.
+
+        The topic's subscribers get a ``presence_diff``; each (socket, topic, key) is one
+        meta with its own ``phx_ref``, so one user in two tabs is one key with two metas.
+        """
+        await self._server.track(key, meta)
+
+    async def update_presence(self, key: str, meta: dict[str, Any]) -> None:
+        await self._server.update_presence(key, meta)
+
+    async def untrack(self, key: str) -> None:
+        await self._server.untrack(key)
+
+    async def push_presence_state(self) -> None:
+        """Push the topic's whole presence (``presence_state``) to this channel's client."""
+        await self._server.push_presence_state()
+
     def send_info(self, message: Any) -> None:
         """Queue ``message`` for ``handle_info`` (Phoenix's ``send(self(), msg)``)."""
         self._server.post_info(message)

@@ -321,6 +321,29 @@ class PresenceState:
         refs = tuple(self._local.pop((owner, topic, key)) for topic, key in pairs)
         return self._local_op((), refs)
 
+    def restore(self, entries: Iterable[Entry], seq: int) -> None:
+        """Put back this node's own entries after the process holding the state restarted.
+
+        The entries keep their phx_refs and the sequence continues from ``seq``, so clients
+        and other nodes see no change at all. Produces no diffs and no delta.
+        """
+        if self._seq or self._by_node[self.node]:
+            raise RuntimeError("restore() is only for a fresh state")
+        entries = list(entries)
+        _check_node(self.node, entries)
+        diffs = _DiffBuilder()
+        for entry in entries:
+            self._insert(entry, diffs)
+            self._local[(entry.owner, entry.topic, entry.key)] = entry.phx_ref
+            self._owners.setdefault(entry.owner, {})[(entry.topic, entry.key)] = None
+        self._seq = seq
+        # Each local operation makes at most one ref, so counting on from seq avoids reuse.
+        self._ref_counter = max(self._ref_counter, seq)
+
+    def owners(self) -> set[str]:
+        """Owners that track something on this node."""
+        return set(self._owners)
+
     # --- replication
 
     def apply_delta(self, delta: Delta) -> dict[str, Diff]:

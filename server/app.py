@@ -21,6 +21,7 @@ from server.auth import issue_token
 from server.config import Settings
 from server.endpoint import Endpoint
 from server.pubsub import PubSub, backend_from_url
+from server.supervision import ActorTree
 from server.transport import websocket_endpoint
 
 logger = logging.getLogger("switchboard.app")
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     settings = settings or Settings.from_env()
     node = node_id(settings)
     pubsub = PubSub(backend_from_url(settings.pubsub_url), node)
-    endpoint = Endpoint(settings, router or default_router(settings.profile), pubsub, node)
+    actors = ActorTree(settings, node)
+    endpoint = Endpoint(settings, router or default_router(settings.profile), pubsub, node, actors)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,6 +94,11 @@ async def _ready(request: Request) -> Response:
     status = endpoint.pubsub.status
     if not endpoint.accepting:
         return JSONResponse({"status": "draining"}, status_code=503)
+    if not endpoint.healthy:
+        reason = endpoint.actors.status()["gave_up"] if endpoint.actors else "actors down"
+        return JSONResponse(
+            {"status": "unavailable", "reason": f"actors: {reason}"}, status_code=503
+        )
     if not status.connected:
         return JSONResponse(
             {"status": "unavailable", "reason": f"pub/sub: {status.reason}"}, status_code=503

@@ -40,6 +40,7 @@ class ChannelServer:
         "_mailbox",
         "_busy",
         "_task",
+        "tracks_presence",
     )
 
     def __init__(
@@ -55,6 +56,7 @@ class ChannelServer:
         self._mailbox: deque[tuple[Any, ...]] = deque()
         self._busy = False
         self._task: asyncio.Task[None] | None = None
+        self.tracks_presence = False
         self.channel = channel_class(topic, socket.info, self)
 
     def __repr__(self) -> str:
@@ -85,6 +87,37 @@ class ChannelServer:
     def push(self, event: str, payload: Payload) -> None:
         self.socket.protocol.push(self.topic, self.join_ref, event, payload)
         self.socket.flush()
+
+    # -- presence --------------------------------------------------------------------------
+
+    @property
+    def presence_owner(self) -> str:
+        return f"{self.socket.serial}:{self.join_ref}"
+
+    def _presence(self) -> Any:
+        presence = self.endpoint.presence
+        if presence is None:
+            raise RuntimeError("presence is not running on this node (no actor tree)")
+        return presence
+
+    async def track(self, key: str, meta: dict[str, Any]) -> None:
+        self.tracks_presence = True  # before the await: a stop meanwhile must untrack it
+        await self._presence().track(self.presence_owner, self.topic, key, meta)
+
+    async def update_presence(self, key: str, meta: dict[str, Any]) -> None:
+        await self._presence().update(self.presence_owner, self.topic, key, meta)
+
+    async def untrack(self, key: str) -> None:
+        await self._presence().untrack(self.presence_owner, self.topic, key)
+
+    async def push_presence_state(self) -> None:
+        payload_json = await self._presence().state_payload(self.topic)
+        self.socket.protocol.push_json(self.topic, self.join_ref, "presence_state", payload_json)
+        self.socket.flush()
+
+    def _forget_presence(self) -> None:
+        if self.tracks_presence and self.endpoint.presence is not None:
+            self.endpoint.presence.forget(self.presence_owner)
 
     def _post(self, item: tuple[Any, ...]) -> None:
         if self.state == STOPPED:
@@ -208,6 +241,7 @@ class ChannelServer:
         if was_joined:
             self.endpoint.pubsub.unsubscribe(self.topic, self)
         self.socket.channel_stopped(self, was_joined)
+        self._forget_presence()
         await self._terminate(reason)
         if reason == "left":
             return
@@ -234,6 +268,7 @@ class ChannelServer:
         self.state = STOPPED
         self._mailbox.clear()
         self.socket.channel_stopped(self, was_joined)
+        self._forget_presence()
         if self._task is not None:
             self._task.cancel()
         rest = eager.start(self._terminate(reason))

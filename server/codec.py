@@ -104,6 +104,12 @@ def encode_push(join_ref: str | None, topic: str, event: str, payload: Payload) 
     return orjson.dumps([join_ref, None, topic, event, payload]).decode()
 
 
+def encode_push_json(join_ref: str | None, topic: str, event: str, payload_json: str) -> str:
+    """A push whose payload is already JSON text (a cached ``presence_state``, say)."""
+    head = orjson.dumps([join_ref, None, topic, event]).decode()
+    return f"{head[:-1]},{payload_json}]"
+
+
 def encode_reply(
     join_ref: str | None, ref: str | None, topic: str, status: str, response: Payload
 ) -> Frame:

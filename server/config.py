@@ -116,6 +116,68 @@ class Settings:
         metadata={"env": "SWITCHBOARD_PRESENCE", "help": "track presence in the demo room channel"},
     )
 
+    user_socket_limit: int = field(
+        default=5,
+        metadata={"env": "SWITCHBOARD_USER_SOCKET_LIMIT", "help": "concurrent sockets per user"},
+    )
+    connect_rate: tuple[str, ...] = field(
+        default=("20", "2"),
+        metadata={
+            "env": "SWITCHBOARD_CONNECT_RATE",
+            "help": "connects per client IP: burst,per_second",
+        },
+    )
+    join_rate: tuple[str, ...] = field(
+        default=("50", "10"),
+        metadata={"env": "SWITCHBOARD_JOIN_RATE", "help": "joins per socket: burst,per_second"},
+    )
+    push_rate: tuple[str, ...] = field(
+        default=("200", "50"),
+        metadata={"env": "SWITCHBOARD_PUSH_RATE", "help": "pushes per socket: burst,per_second"},
+    )
+    http_rate: tuple[str, ...] = field(
+        default=("60", "10"),
+        metadata={
+            "env": "SWITCHBOARD_HTTP_RATE",
+            "help": "API calls per client IP: burst,per_second",
+        },
+    )
+    flood_disconnect: int = field(
+        default=50,
+        metadata={
+            "env": "SWITCHBOARD_FLOOD_DISCONNECT",
+            "help": "rate-limited pushes in a row before a socket is closed",
+        },
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "env": "SWITCHBOARD_TRUSTED_PROXIES",
+            "help": "proxy addresses/CIDRs whose X-Forwarded-For is believed",
+        },
+    )
+    presence_heartbeat: float = field(
+        default=1.0,
+        metadata={
+            "env": "SWITCHBOARD_PRESENCE_HEARTBEAT",
+            "help": "seconds between node heartbeats",
+        },
+    )
+    node_timeout: float = field(
+        default=4.0,
+        metadata={
+            "env": "SWITCHBOARD_NODE_TIMEOUT",
+            "help": "seconds of silence before a node's presences leave",
+        },
+    )
+    actor_timeout: float = field(
+        default=2.0,
+        metadata={
+            "env": "SWITCHBOARD_ACTOR_TIMEOUT",
+            "help": "seconds to wait for an actor's reply",
+        },
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``SWITCHBOARD_*`` variables, apply ``overrides`` (None means unset), validate."""
@@ -152,9 +214,25 @@ class Settings:
                 )
             if not settings.allowed_origins:
                 raise ConfigError("SWITCHBOARD_ALLOWED_ORIGINS must be set in the prod profile")
+        for name in ("connect_rate", "join_rate", "push_rate", "http_rate"):
+            settings.rate(name)  # raises ConfigError if malformed
         if settings.max_frame_size < 1024:
             raise ConfigError("SWITCHBOARD_MAX_FRAME_SIZE must be at least 1024 bytes")
         return settings
+
+    def rate(self, name: str) -> tuple[float, float]:
+        """A ``burst,per_second`` setting as numbers."""
+        value = getattr(self, name)
+        try:
+            burst, per_second = (float(part) for part in value)
+            if burst <= 0 or per_second <= 0:
+                raise ValueError
+        except ValueError:
+            env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+            raise ConfigError(
+                f"{env} must be 'burst,per_second' with positive numbers, got {value!r}"
+            ) from None
+        return burst, per_second
 
     @property
     def dev(self) -> bool:

@@ -8,9 +8,11 @@ on every node, with 1001 (phoenix.js then reconnects with whatever token it now 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from channels.channel import SocketInfo
@@ -22,13 +24,35 @@ from server.pubsub import PubSub
 from server.socket import GOING_AWAY, Socket
 
 if TYPE_CHECKING:
+    from actors.supervisor import SupervisorEvent
+    from presence.tracker import Presence
     from server.channel_server import ChannelServer
+    from server.supervision import ActorTree
 
 logger = logging.getLogger("switchboard.endpoint")
 
 
 def socket_id_topic(user_id: str) -> str:
     return f"users_socket:{user_id}"
+
+
+def socket_owner(serial: int) -> str:
+    """The presence owner of a socket's entry in the ``connections`` topic."""
+    return f"socket:{serial}"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether a socket may open; if not, the HTTP status (and headers) refusing it."""
+
+    serial: int = 0
+    status: int = 0
+    reason: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def admitted(self) -> bool:
+        return self.status == 0
 
 
 class _DisconnectListener:
@@ -47,11 +71,21 @@ class _DisconnectListener:
 
 
 class Endpoint:
-    def __init__(self, settings: Settings, router: Router, pubsub: PubSub, node: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        pubsub: PubSub,
+        node: str,
+        actors: ActorTree | None = None,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.pubsub = pubsub
         self.node = node
+        self.actors = actors
+        self.presence: Presence | None = None
+        self._serials = itertools.count(1)
         self.sockets: set[Socket] = set()
         self.sockets_by_id: dict[str, set[Socket]] = {}
         self._listeners: dict[str, _DisconnectListener] = {}
@@ -62,6 +96,22 @@ class Endpoint:
 
     async def start(self) -> None:
         await self.pubsub.start()
+        if self.actors is not None:
+            from presence.tracker import Presence
+
+            await self.actors.start()
+            settings = self.settings
+            self.presence = Presence(
+                self.pubsub,
+                self.node,
+                self.actors.presence,
+                self.actors.cache,
+                heartbeat=settings.presence_heartbeat,
+                down_after=settings.node_timeout,
+                timeout=settings.actor_timeout,
+            )
+            self.actors.listeners.append(self._actor_event)
+            await self.presence.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
 
     async def stop(self) -> None:
@@ -70,15 +120,85 @@ class Endpoint:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         for socket in list(self.sockets):
             socket.close(GOING_AWAY, "server shutting down")
+        if self.presence is not None:
+            await self.presence.stop()
+        if self.actors is not None:
+            await self.actors.stop()
         await self.pubsub.stop()
+
+    def _actor_event(self, event: SupervisorEvent) -> object:
+        if event.child != "presence" or self.presence is None:
+            return None
+        if event.kind == "child_failed":
+            self.presence.actor_failed()
+        elif event.kind == "restart":
+            return self.presence.actor_restarted()
+        return None
+
+    @property
+    def healthy(self) -> bool:
+        return self.actors is None or self.actors.healthy
+
+    # -- admission -------------------------------------------------------------------------
+
+    async def admit_ip(self, ip: str) -> Admission:
+        """Connect attempts per client IP, before the token is even looked at."""
+        if not self.settings.limits or self.actors is None:
+            return Admission()
+        from actors.bridge import ask
+        from actors.errors import ActorError
+        from actors.limiter import Acquire
+
+        try:
+            decision = await ask(
+                self.actors.limiter, Acquire("connect", ip), timeout=self.settings.actor_timeout
+            )
+        except ActorError as exc:
+            return Admission(status=503, reason=f"rate limiter unavailable: {exc}")
+        if decision.allowed:
+            return Admission()
+        retry = str(max(1, round(decision.retry_after)))
+        return Admission(
+            status=429, reason="too many connection attempts", headers={"Retry-After": retry}
+        )
+
+    async def admit_user(self, user_id: str) -> Admission:
+        """Register the socket in the ``connections`` presence topic, unless the user is at
+        the per-user limit (counted over every node of the cluster)."""
+        serial = next(self._serials)
+        if self.presence is None or not self.settings.presence:
+            return Admission(serial)
+        from actors.errors import ActorError
+        from presence.tracker import CONNECTIONS_TOPIC
+
+        limit = self.settings.user_socket_limit if self.settings.limits else None
+        meta = {"node": self.node, "connected_at": int(time.time())}
+        try:
+            tracked = await self.presence.track(
+                socket_owner(serial), CONNECTIONS_TOPIC, socket_id_topic(user_id), meta, limit
+            )
+        except ActorError as exc:
+            return Admission(status=503, reason=f"presence unavailable: {exc}")
+        if not tracked:
+            return Admission(status=403, reason=f"user already has {limit} sockets open")
+        return Admission(serial)
+
+    def release(self, serial: int) -> None:
+        """An admitted socket never opened (or has closed): drop its connection entry."""
+        if self.presence is not None and self.settings.presence:
+            self.presence.forget(socket_owner(serial))
 
     # -- sockets ---------------------------------------------------------------------------
 
     def open_socket(
-        self, user_id: str, send: SendFunction, close_transport: Callable[[int, str], None]
+        self,
+        serial: int,
+        user_id: str,
+        send: SendFunction,
+        close_transport: Callable[[int, str], None],
     ) -> Socket:
         socket_id = socket_id_topic(user_id)
-        socket = Socket(self, SocketInfo(socket_id, user_id, {}), send, close_transport)
+        socket = Socket(self, serial, SocketInfo(socket_id, user_id, {}), send, close_transport)
         self.sockets.add(socket)
         same_id = self.sockets_by_id.setdefault(socket_id, set())
         same_id.add(socket)
@@ -89,6 +209,7 @@ class Endpoint:
 
     def socket_closed(self, socket: Socket) -> None:
         self.sockets.discard(socket)
+        self.release(socket.serial)
         socket_id = socket.info.id
         same_id = self.sockets_by_id.get(socket_id)
         if same_id is None:

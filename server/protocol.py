@@ -180,6 +180,12 @@ class SocketProtocol:
         if channel is not None and channel.joined:
             self._frames.append(codec.encode_push(join_ref, topic, event, payload))
 
+    def push_json(self, topic: str, join_ref: str, event: str, payload_json: str) -> None:
+        """Like :meth:`push`, with the payload already encoded as JSON text."""
+        channel = self._current(topic, join_ref)
+        if channel is not None and channel.joined:
+            self._frames.append(codec.encode_push_json(join_ref, topic, event, payload_json))
+
     def left(self, topic: str, join_ref: str, ref: str | None) -> None:
         """The channel stopped after a ``phx_leave``: reply ok, then ``phx_close``."""
         if self._current(topic, join_ref) is not None:

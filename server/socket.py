@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from actors.token_bucket import TokenBucket
 from channels.channel import SocketInfo
 from server.channel_server import ChannelServer
 from server.codec import Frame
@@ -27,18 +28,23 @@ logger = logging.getLogger("switchboard.socket")
 
 # Close codes. phoenix.js reconnects on anything but 1000, so we never use 1000.
 GOING_AWAY = 1001  # disconnect broadcast, drain, idle
+POLICY_VIOLATION = 1008  # bad frames, flooding
 TRY_AGAIN_LATER = 1013  # slow consumer
+
+RATE_LIMITED = {"reason": "rate_limited"}
 
 
 class Socket:
     def __init__(
         self,
         endpoint: Endpoint,
+        serial: int,
         info: SocketInfo,
         send: SendFunction,
         close_transport: Callable[[int, str], None],
     ) -> None:
         self.endpoint = endpoint
+        self.serial = serial
         self.info = info
         settings = endpoint.settings
         self.protocol = SocketProtocol(
@@ -50,8 +56,15 @@ class Socket:
         self.channels: dict[str, ChannelServer] = {}
         self.closed = False
         self.close_code: int | None = None
-        self.last_seen = time.monotonic()
+        self.last_seen = now = time.monotonic()
         self._close_transport = close_transport
+        # Join and push limits are per-socket state, so the socket owns them: checking them
+        # costs no actor round trip on the push path.
+        self._join_bucket = self._push_bucket = None
+        if settings.limits:
+            self._join_bucket = TokenBucket(*settings.rate("join_rate"), now)
+            self._push_bucket = TokenBucket(*settings.rate("push_rate"), now)
+        self._rejected_in_a_row = 0
 
     def __repr__(self) -> str:
         return f"<Socket {self.info.id} user={self.info.user_id}>"
@@ -61,7 +74,7 @@ class Socket:
     def receive(self, data: Frame) -> None:
         if self.closed:
             return
-        self.last_seen = time.monotonic()
+        self.last_seen = now = time.monotonic()
         try:
             self.protocol.receive(data)
         except ProtocolError as exc:
@@ -71,10 +84,25 @@ class Socket:
             return
         for event in self.protocol.events_received():
             if type(event) is PushReceived:
-                channel = self.channels.get(event.message.topic)
-                if channel is not None:
-                    channel.post_in(event.message)
+                message = event.message
+                channel = self.channels.get(message.topic)
+                if channel is None:
+                    continue
+                if self._push_bucket is not None and self._push_bucket.take(now):
+                    self.protocol.reply(
+                        message.topic, channel.join_ref, message.ref, "error", RATE_LIMITED
+                    )
+                    if self._flooding():
+                        return
+                    continue
+                self._rejected_in_a_row = 0
+                channel.post_in(message)
             elif type(event) is JoinRequested:
+                if self._join_bucket is not None and self._join_bucket.take(now):
+                    self._refuse_join(event)
+                    if self._flooding():
+                        return
+                    continue
                 self._join(event)
             elif type(event) is LeaveRequested:
                 channel = self.channels.get(event.topic)
@@ -83,6 +111,27 @@ class Socket:
                 else:
                     self.protocol.left(event.topic, event.join_ref, event.ref)
         self.flush()
+
+    def _flooding(self) -> bool:
+        """Count a rate-limited message; close the socket if it keeps flooding."""
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row < self.endpoint.settings.flood_disconnect:
+            return False
+        logger.warning(
+            "closing socket %s: still flooding after %d rate-limited messages",
+            self.info.id,
+            self._rejected_in_a_row,
+        )
+        self.flush()
+        self.close(POLICY_VIOLATION, "rate limited")
+        return True
+
+    def _refuse_join(self, event: JoinRequested) -> None:
+        if event.replaces is not None:
+            old = self.channels.pop(event.topic, None)
+            if old is not None:
+                old.shutdown("duplicate_join")
+        self.protocol.join_failed(event.topic, event.join_ref, event.ref, RATE_LIMITED)
 
     def _join(self, event: JoinRequested) -> None:
         if event.replaces is not None:

@@ -14,10 +14,12 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from server import eager
 from server.auth import token_from_subprotocols, verify_token
+from server.client_ip import client_ip
 from server.codec import Frame
 from server.errors import AuthenticationError, UnsupportedVersion
 from server.protocol import negotiate_version
@@ -69,10 +71,14 @@ class _Connection:
 async def websocket_endpoint(websocket: WebSocket) -> None:
     endpoint: Endpoint = websocket.app.state.endpoint
     settings = endpoint.settings
+    ip = client_ip(websocket.scope, settings.trusted_proxies)
     refusal = _refusal(websocket, endpoint)
     if refusal is not None:
-        logger.info("refused socket from %s: %s", _client(websocket), refusal)
-        await websocket.close(code=1008)  # before accept: the server answers HTTP 403
+        await _refuse(websocket, ip, 403, refusal)
+        return
+    admission = await endpoint.admit_ip(ip)
+    if not admission.admitted:
+        await _refuse(websocket, ip, admission.status, admission.reason, admission.headers)
         return
     token = websocket.query_params.get("token") or token_from_subprotocols(
         list(websocket.scope.get("subprotocols", ()))
@@ -80,14 +86,23 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         identity = verify_token(settings.secret, token)
     except AuthenticationError as exc:
-        logger.info("refused socket from %s: %s", _client(websocket), exc)
-        await websocket.close(code=1008)
+        await _refuse(websocket, ip, 403, str(exc))
+        return
+    admission = await endpoint.admit_user(identity.user_id)
+    if not admission.admitted:
+        await _refuse(websocket, ip, admission.status, admission.reason, admission.headers)
         return
     offered = websocket.scope.get("subprotocols") or ()
-    await websocket.accept(subprotocol="phoenix" if "phoenix" in offered else None)
+    try:
+        await websocket.accept(subprotocol="phoenix" if "phoenix" in offered else None)
+    except BaseException:
+        endpoint.release(admission.serial)
+        raise
 
     connection = _Connection(websocket, asyncio.current_task())
-    socket = endpoint.open_socket(identity.user_id, connection.send, connection.close)
+    socket = endpoint.open_socket(
+        admission.serial, identity.user_id, connection.send, connection.close
+    )
     receive = websocket.receive
     try:
         while True:
@@ -117,6 +132,12 @@ def _refusal(websocket: WebSocket, endpoint: Endpoint) -> str | None:
     return None
 
 
-def _client(websocket: WebSocket) -> str:
-    client = websocket.client
-    return client.host if client else "unknown"
+async def _refuse(
+    websocket: WebSocket, ip: str, status: int, reason: str, headers: dict[str, str] | None = None
+) -> None:
+    """Refuse before the upgrade. 403 has an empty body, as phoenix.js expects."""
+    logger.info("refused socket from %s with %d: %s", ip, status, reason)
+    if status == 403:
+        await websocket.close(code=1008)  # before accept, the server answers HTTP 403
+    else:
+        await websocket.send_denial_response(Response(status_code=status, headers=headers))
