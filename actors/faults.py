@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["InjectFault", "InjectedFault"]
+__all__ = ["InjectFault", "InjectedFault", "Stall"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,13 @@ class InjectFault:
     """Message asking a supervised actor to crash."""
 
     reason: str = "injected"
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Message asking a supervised actor to block its thread for ``seconds`` (a slow actor)."""
+
+    seconds: float
 
 
 class InjectedFault(RuntimeError):

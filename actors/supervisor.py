@@ -53,7 +53,7 @@ from typing import Any, Literal
 import pykka
 
 from actors.errors import ActorUnavailableError
-from actors.faults import InjectedFault, InjectFault
+from actors.faults import InjectedFault, InjectFault, Stall
 
 __all__ = ["ChildSpec", "SupervisedActor", "Supervisor", "SupervisorEvent"]
 
@@ -143,6 +143,9 @@ class SupervisedActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, InjectFault):
             raise InjectedFault(message.reason)
+        if isinstance(message, Stall):
+            time.sleep(message.seconds)
+            return None
         return super().on_receive(message)
 
     def on_failure(

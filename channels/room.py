@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -21,6 +22,7 @@ logger = logging.getLogger("switchboard.room")
 
 UNAUTHORIZED = {"reason": "unauthorized"}
 AFTER_JOIN = "after_join"
+PUSH_STATE = "push_presence_state"
 
 
 class RoomChannel(Channel):
@@ -33,13 +35,22 @@ class RoomChannel(Channel):
 
     async def handle_info(self, message: Any) -> Any:
         if message == AFTER_JOIN:
+            user = self.socket.user_id
             try:
-                await self.track(self.socket.user_id, {"online_at": str(int(time.time()))})
+                # A timed-out track still lands (and is announced) once presence answers.
+                await self.track(user, {"online_at": str(int(time.time()))})
+            except ActorError as exc:
+                logger.warning("tracking %s in %s delayed: %s", user, self.topic, exc)
+            self.send_info((PUSH_STATE, 0))
+        elif isinstance(message, tuple) and message[0] == PUSH_STATE:
+            try:
                 await self.push_presence_state()
             except ActorError as exc:
-                logger.warning(
-                    "presence for %s in %s unavailable: %s", self.socket.user_id, self.topic, exc
-                )
+                # phoenix.js holds diffs until a state arrives: keep trying, backing off.
+                delay = min(5.0, 0.25 * 2 ** message[1])
+                logger.warning("presence_state for %s delayed %.2fs: %s", self.topic, delay, exc)
+                retry = (PUSH_STATE, message[1] + 1)
+                asyncio.get_running_loop().call_later(delay, self.send_info, retry)
         return NOREPLY
 
     def handle_in(self, event: str, payload: Any) -> Any:

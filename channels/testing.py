@@ -9,6 +9,8 @@ Routed only in the ``test`` profile. Events:
 - ``sleep``: waits ``payload["ms"]`` before replying ok (a slow hook)
 - ``push``: pushes ``payload`` back as event ``pushed`` (direct push, with the join_ref)
 - ``ping``: replies ok with the payload
+- ``presence_list``: replies with the presence list of ``payload["topic"]`` (asks the actor;
+  a slow or dead actor gives an error reply ``timeout``/``unavailable``)
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class TestChannel(Channel):
         if event == "sleep":
             await asyncio.sleep(float(payload.get("ms", 100)) / 1000)
             return ok(payload)
+        if event == "presence_list":
+            presence = self.endpoint.presence
+            if presence is None:
+                return error({"reason": "presence is off"})
+            return ok(await presence.list(payload.get("topic", self.topic)))
         if event == "push":
             self.push("pushed", payload)
             return NOREPLY

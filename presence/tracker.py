@@ -24,7 +24,7 @@ import orjson
 
 from actors.bridge import ActorTarget, ask
 from actors.cache import CacheGet
-from actors.errors import ActorError, ActorUnavailableError
+from actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
 from presence import actor as msg
 from presence.actor import Change, state_cache_key
 from presence.state import Delta, Entry
@@ -93,21 +93,42 @@ class Presence:
         self, owner: str, topic: str, key: str, meta: Mapping[str, Any], limit: int | None = None
     ) -> bool:
         """Track ``key`` for ``owner``; False if ``limit`` metas of ``key`` exist already."""
-        change = await self._ask(msg.Track(owner, topic, key, dict(meta), limit))
-        if change is None:
-            return False
         self._live_owners[owner] = self._live_owners.get(owner, 0) + 1
-        self._apply(change)
+        change = await self._change(msg.Track(owner, topic, key, dict(meta), limit))
+        if change is None:
+            self._owner_dropped(owner, 1)
+            return False
         return True
 
     async def update(self, owner: str, topic: str, key: str, meta: Mapping[str, Any]) -> None:
-        self._apply(await self._ask(msg.Update(owner, topic, key, dict(meta))))
+        await self._change(msg.Update(owner, topic, key, dict(meta)))
 
     async def untrack(self, owner: str, topic: str, key: str) -> None:
-        change = await self._ask(msg.Untrack(owner, topic, key))
+        change = await self._change(msg.Untrack(owner, topic, key))
         if change.delta is not None:
             self._owner_dropped(owner, len(change.delta.leaves))
-        self._apply(change)
+
+    async def _change(self, message: Any) -> Any:
+        """Ask for a change and apply its result even if our caller stops waiting.
+
+        A timed-out ask is still handled by the actor later; dropping its reply would leave
+        a presence nobody announced. So the ask runs to completion in its own task, and only
+        the caller's wait is bounded.
+        """
+
+        async def ask_and_apply() -> Any:
+            change = await self._ask(message, timeout=None)
+            if change is not None:
+                self._apply(change)
+            return change
+
+        task = asyncio.get_running_loop().create_task(ask_and_apply())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except TimeoutError:
+            raise ActorTimeoutError(f"presence did not answer within {self.timeout}s") from None
 
     def forget(self, owner: str) -> None:
         """Untrack everything ``owner`` tracked (its channel or socket ended); never waits.
@@ -122,7 +143,7 @@ class Presence:
 
     async def _untrack_owner(self, owner: str) -> None:
         try:
-            self._apply(await self._ask(msg.UntrackOwner(owner)))
+            self._apply(await self._ask(msg.UntrackOwner(owner), timeout=None))
         except ActorError as exc:
             logger.warning("presence of %s not removed yet: %s (restore will drop it)", owner, exc)
 
@@ -147,13 +168,17 @@ class Presence:
 
     # -- the actor -------------------------------------------------------------------------
 
-    async def _ask(self, message: Any) -> Any:
+    async def _ask(self, message: Any, timeout: float | None | bool = True) -> Any:
         """Ask the actor; if it is down, wait (bounded) for its restart and ask once more."""
+        limit = self.timeout if timeout is True else timeout
         try:
-            return await ask(self._actor, message, timeout=self.timeout)
+            return await ask(self._actor, message, timeout=limit)
         except ActorUnavailableError:
-            await asyncio.wait_for(self._wait_available(), self.timeout)
-            return await ask(self._actor, message, timeout=self.timeout)
+            try:
+                await asyncio.wait_for(self._wait_available(), self.timeout)
+            except TimeoutError:
+                raise ActorUnavailableError("presence actor did not come back in time") from None
+            return await ask(self._actor, message, timeout=limit)
 
     async def _wait_available(self) -> None:
         # The supervisor reports the failure on its own thread, possibly after our ask

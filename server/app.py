@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -20,7 +21,9 @@ from channels.router import Router
 from server.auth import issue_token
 from server.config import Settings
 from server.endpoint import Endpoint
+from server.http_limits import HttpRateLimit
 from server.pubsub import PubSub, backend_from_url
+from server.routes import api, health, testing
 from server.supervision import ActorTree
 from server.transport import websocket_endpoint
 
@@ -64,8 +67,8 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     routes = [
         WebSocketRoute("/socket/websocket", websocket_endpoint),
         Route("/", _index),
-        Route("/health/live", _live),
-        Route("/health/ready", _ready),
+        *health.routes,
+        *api.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
         Mount(
             "/vendor/phoenix",
@@ -75,7 +78,9 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     ]
     if settings.dev:
         routes.append(Route("/dev/token", _dev_token))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    if settings.profile == "test":
+        routes.extend(testing.routes)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HttpRateLimit)])
     app.state.endpoint = endpoint
     app.state.settings = settings
     return app
@@ -83,27 +88,6 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
 
 async def _index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html")
-
-
-async def _live(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def _ready(request: Request) -> Response:
-    endpoint: Endpoint = request.app.state.endpoint
-    status = endpoint.pubsub.status
-    if not endpoint.accepting:
-        return JSONResponse({"status": "draining"}, status_code=503)
-    if not endpoint.healthy:
-        reason = endpoint.actors.status()["gave_up"] if endpoint.actors else "actors down"
-        return JSONResponse(
-            {"status": "unavailable", "reason": f"actors: {reason}"}, status_code=503
-        )
-    if not status.connected:
-        return JSONResponse(
-            {"status": "unavailable", "reason": f"pub/sub: {status.reason}"}, status_code=503
-        )
-    return JSONResponse({"status": "ok", "node": endpoint.node})
 
 
 async def _dev_token(request: Request) -> Response:

@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from actors.errors import ActorError, ActorTimeoutError
 from channels.channel import NOREPLY, Channel, Reply, Stop
 from server import codec, eager
 from server.codec import Frame, Message, Payload
@@ -175,6 +176,14 @@ class ChannelServer:
                 self.socket.protocol.left(self.topic, self.join_ref, item[1])
         except asyncio.CancelledError:
             raise
+        except ActorError as exc:
+            # Shared state is briefly out of reach: a clear error, not a crash.
+            logger.warning("channel %s: %s in %s", self.topic, exc, kind)
+            if kind == "in":
+                reason = "timeout" if isinstance(exc, ActorTimeoutError) else "unavailable"
+                self.socket.protocol.reply(
+                    self.topic, self.join_ref, item[1].ref, "error", {"reason": reason}
+                )
         except Exception:
             logger.exception("channel %s crashed in %s", self.topic, kind)
             await self._stop("crash", crashed=True)

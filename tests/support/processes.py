@@ -113,18 +113,21 @@ def start_server(env: dict[str, str] | None = None, host: str = "127.0.0.1", tim
 
     def read_logs() -> None:
         assert process.stderr is not None
-        for line in process.stderr:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = {"msg": line.rstrip(), "level": "raw"}
-            with server._cond:
-                server.logs.append(entry)
-                server._cond.notify_all()
-            if entry.get("event") == "listening":
-                server.port = int(entry["port"])  # type: ignore[call-overload]
-                server.node = str(entry.get("node", ""))
-                ready.set()
+        with process.stderr:  # the reader closes the pipe when the node's output ends
+            for line in process.stderr:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    entry = {"msg": line.rstrip(), "level": "raw"}
+                with server._cond:
+                    server.logs.append(entry)
+                    server._cond.notify_all()
+                if entry.get("event") == "listening":
+                    server.port = int(entry["port"])  # type: ignore[call-overload]
+                    server.node = str(entry.get("node", ""))
+                    ready.set()
+        with server._cond:
+            server._cond.notify_all()
         ready.set()
 
     threading.Thread(target=read_logs, daemon=True).start()

@@ -1,0 +1,44 @@
+"""Rate limits for HTTP API calls per client IP (``/api/``, ``/dev/``): 429 with a JSON body."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from actors.bridge import ask
+from actors.errors import ActorError
+from actors.limiter import Acquire
+from server.client_ip import client_ip
+
+LIMITED_PREFIXES = ("/api/", "/dev/")
+
+
+class HttpRateLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["app"].state.endpoint
+        settings = endpoint.settings
+        if settings.limits and endpoint.actors is not None:
+            ip = client_ip(scope, settings.trusted_proxies)
+            try:
+                decision = await ask(
+                    endpoint.actors.limiter, Acquire("http", ip), timeout=settings.actor_timeout
+                )
+            except ActorError as exc:
+                response = JSONResponse(
+                    {"error": "unavailable", "detail": str(exc)}, status_code=503
+                )
+                await response(scope, receive, send)
+                return
+            if not decision.allowed:
+                retry = max(1, round(decision.retry_after))
+                body = {"error": "rate_limited", "retry_after": retry}
+                response = JSONResponse(body, status_code=429, headers={"Retry-After": str(retry)})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

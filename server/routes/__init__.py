@@ -1,0 +1,1 @@
+"""HTTP routes: health, the backend API, and dev/test-only helpers."""

@@ -1,0 +1,52 @@
+"""Test-profile-only hooks: make an actor crash or stall on cue, to test supervision."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from actors.bridge import tell
+from actors.errors import ActorUnavailableError
+from actors.faults import InjectFault, Stall
+from server.endpoint import Endpoint
+
+
+def _target(request: Request) -> object:
+    endpoint: Endpoint = request.app.state.endpoint
+    name = request.path_params["name"]
+    if endpoint.actors is None or name not in ("cache", "limiter", "presence"):
+        return None
+    return getattr(endpoint.actors, name)
+
+
+async def fault(request: Request) -> Response:
+    target = _target(request)
+    if target is None:
+        return JSONResponse({"error": "no such actor"}, status_code=404)
+    try:
+        sent = tell(target, InjectFault("injected by test hook"))  # type: ignore[arg-type]
+    except ActorUnavailableError:
+        sent = False
+    return JSONResponse({"sent": sent}, status_code=200 if sent else 503)
+
+
+async def stall(request: Request) -> Response:
+    target = _target(request)
+    if target is None:
+        return JSONResponse({"error": "no such actor"}, status_code=404)
+    seconds = float(request.query_params.get("seconds", "1"))
+    sent = tell(target, Stall(seconds))  # type: ignore[arg-type]
+    return JSONResponse({"sent": sent}, status_code=200 if sent else 503)
+
+
+async def restarts(request: Request) -> Response:
+    endpoint: Endpoint = request.app.state.endpoint
+    return JSONResponse(endpoint.actors.status() if endpoint.actors else {})
+
+
+routes = [
+    Route("/test/actors/{name}/fault", fault, methods=["POST"]),
+    Route("/test/actors/{name}/stall", stall, methods=["POST"]),
+    Route("/test/actors", restarts),
+]
