@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from actors.bridge import tell
-from actors.errors import ActorUnavailableError
+from actors.bridge import ask, tell
+from actors.cache import CacheStats
+from actors.errors import ActorError, ActorUnavailableError
 from actors.faults import InjectFault, Stall
 from server.endpoint import Endpoint
 
@@ -41,8 +44,19 @@ async def stall(request: Request) -> Response:
 
 
 async def restarts(request: Request) -> Response:
+    """Supervision status, and the cache's counters (hits show presence_state reuse)."""
     endpoint: Endpoint = request.app.state.endpoint
-    return JSONResponse(endpoint.actors.status() if endpoint.actors else {})
+    if endpoint.actors is None:
+        return JSONResponse({})
+    status = endpoint.actors.status()
+    try:
+        stats = await ask(
+            endpoint.actors.cache, CacheStats(), timeout=endpoint.settings.actor_timeout
+        )
+        status["cache"] = dataclasses.asdict(stats)
+    except ActorError as exc:
+        status["cache"] = {"error": str(exc)}
+    return JSONResponse(status)
 
 
 routes = [
