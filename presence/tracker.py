@@ -87,6 +87,12 @@ class Presence:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
 
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for the untracks and changes already under way, e.g. when draining."""
+        pending = list(self._background)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     # -- what channels call --------------------------------------------------------------
 
     async def track(

@@ -42,6 +42,7 @@ class ChannelServer:
         "_busy",
         "_task",
         "tracks_presence",
+        "_idle_waiter",
     )
 
     def __init__(
@@ -58,6 +59,7 @@ class ChannelServer:
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.tracks_presence = False
+        self._idle_waiter: asyncio.Future[None] | None = None
         self.channel = channel_class(topic, socket.info, self)
 
     def __repr__(self) -> str:
@@ -137,6 +139,15 @@ class ChannelServer:
                 return
         mailbox.clear()
         self._busy = False
+        if self._idle_waiter is not None and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Return once every message already received has been handled (for draining)."""
+        if self._busy:
+            if self._idle_waiter is None or self._idle_waiter.done():
+                self._idle_waiter = asyncio.get_running_loop().create_future()
+            await self._idle_waiter
 
     async def _resume(self, rest: eager.Resumed) -> None:
         try:

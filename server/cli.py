@@ -83,9 +83,11 @@ def _serve(settings: Settings) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    from server.runner import DrainingServer
+
+    DrainingServer(config, app.state.endpoint).run(sockets=[sock])
     return 0
 
 

@@ -178,6 +178,21 @@ class Settings:
         },
     )
 
+    drain_period: float = field(
+        default=10.0,
+        metadata={
+            "env": "SWITCHBOARD_DRAIN_PERIOD",
+            "help": "seconds over which SIGTERM closes open sockets",
+        },
+    )
+    shutdown_timeout: float = field(
+        default=30.0,
+        metadata={
+            "env": "SWITCHBOARD_SHUTDOWN_TIMEOUT",
+            "help": "seconds from SIGTERM to a forced exit",
+        },
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``SWITCHBOARD_*`` variables, apply ``overrides`` (None means unset), validate."""

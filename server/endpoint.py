@@ -126,6 +126,35 @@ class Endpoint:
             await self.actors.stop()
         await self.pubsub.stop()
 
+    async def drain(self, period: float) -> None:
+        """Stop taking sockets, then close the open ones in batches spread over ``period``.
+
+        Readiness turns 503 at once, so the balancer sends no new clients. Each socket first
+        answers the pushes it already received, then closes with 1012, so phoenix.js
+        reconnects, through the balancer, to another node. Presence leaves go out as each
+        channel ends; other nodes' clients see them as ordinary diffs.
+        """
+        self.accepting = False
+        sockets = list(self.sockets)
+        logger.info(
+            "draining %d sockets over %.1f s",
+            len(sockets),
+            period,
+            extra={"event": "drain_started"},
+        )
+        batches = max(1, min(len(sockets), 10))
+        size = -(-len(sockets) // batches)  # ceiling division
+        for index in range(batches):
+            batch = sockets[index * size : (index + 1) * size]
+            await asyncio.gather(
+                *(socket.drain(timeout=5.0) for socket in batch if not socket.closed)
+            )
+            if index < batches - 1:
+                await asyncio.sleep(period / batches)
+        if self.presence is not None:
+            await self.presence.settle()
+        logger.info("drained", extra={"event": "drain_finished"})
+
     def _actor_event(self, event: SupervisorEvent) -> object:
         if event.child != "presence" or self.presence is None:
             return None

@@ -8,6 +8,7 @@ channel (``terminate`` runs, presences leave).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("switchboard.socket")
 
 # Close codes. phoenix.js reconnects on anything but 1000, so we never use 1000.
-GOING_AWAY = 1001  # disconnect broadcast, drain, idle
+GOING_AWAY = 1001  # disconnect broadcast, idle
+SERVICE_RESTART = 1012  # the node drains: reconnect (through the balancer) to another
 POLICY_VIOLATION = 1008  # bad frames, flooding
 TRY_AGAIN_LATER = 1013  # slow consumer
 
@@ -174,6 +176,19 @@ class Socket:
         self.connection_lost()
 
     # -- closing ---------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Answer what the client already sent, then close with 1012 so it reconnects."""
+        busy = [channel.wait_idle() for channel in list(self.channels.values())]
+        if busy:
+            try:
+                await asyncio.wait_for(asyncio.gather(*busy), timeout)
+            except TimeoutError:
+                logger.warning(
+                    "socket %s: pushes still running after %.1f s of drain", self.info.id, timeout
+                )
+        self.flush()
+        self.close(SERVICE_RESTART, "node draining")
 
     def close(self, code: int = GOING_AWAY, reason: str = "") -> None:
         """Close from the server side with ``code`` (never 1000: clients must come back)."""

@@ -72,6 +72,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     endpoint: Endpoint = websocket.app.state.endpoint
     settings = endpoint.settings
     ip = client_ip(websocket.scope, settings.trusted_proxies)
+    if not endpoint.accepting:
+        await _refuse(websocket, ip, 503, "node is draining", {"Retry-After": "1"})
+        return
     refusal = _refusal(websocket, endpoint)
     if refusal is not None:
         await _refuse(websocket, ip, 403, refusal)
@@ -121,8 +124,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 def _refusal(websocket: WebSocket, endpoint: Endpoint) -> str | None:
-    if not endpoint.accepting:
-        return "node is draining"
     if not origin_allowed(websocket.headers.get("origin"), endpoint.settings.allowed_origins):
         return f"origin {websocket.headers.get('origin')!r} not allowed"
     try:

@@ -107,7 +107,7 @@ def _chunks(items: list[bytes]) -> Iterable[list[bytes]]:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or "no detail"
+    text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "no detail")
     return f"{type(exc).__name__}: {text}"
 
 
@@ -253,13 +253,14 @@ class RedisBackend(Backend):
     # -- internals -------------------------------------------------------------------------
 
     def _client(self, name: str) -> Redis:
-        # No retries inside redis-py: the listener owns reconnection, and a retried PUBLISH
-        # could be delivered twice. No socket_timeout either: redis-py applies it with
+        # No retries inside redis-py (and no reconnect-on-error, which would also hide the
+        # original error): the listener owns reconnection, and a retried PUBLISH could be
+        # delivered twice. No socket_timeout either: redis-py applies it with
         # asyncio.wait_for, which on Python 3.11 can swallow a cancellation (stop() would
         # hang); our own asyncio.timeout blocks bound each exchange instead.
         client: Redis = Redis.from_url(
             self.url,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 0, supported_errors=()),
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=None,
             client_name=name,

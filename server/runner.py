@@ -1,0 +1,64 @@
+"""Run a node under uvicorn, with a graceful drain on SIGTERM.
+
+uvicorn alone closes every WebSocket at once on SIGTERM. We first drain (see
+:meth:`server.endpoint.Endpoint.drain`), then let uvicorn shut down, and force an exit if
+the whole thing outlasts ``shutdown_timeout``. A second signal forces the exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import FrameType
+
+import uvicorn
+
+from server.endpoint import Endpoint
+
+logger = logging.getLogger("switchboard.runner")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, endpoint: Endpoint) -> None:
+        super().__init__(config)
+        self.endpoint = endpoint
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self._loop is None or not self.started:
+            self.force_exit = self._draining
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        assert self._loop is not None
+        settings = self.endpoint.settings
+        self._loop.call_later(settings.shutdown_timeout, self._force_exit)
+        self._drain_task = self._loop.create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        settings = self.endpoint.settings
+        try:
+            budget = max(1.0, settings.shutdown_timeout - 5.0)
+            await asyncio.wait_for(self.endpoint.drain(settings.drain_period), budget)
+        except TimeoutError:
+            logger.warning("drain did not finish in time; shutting down anyway")
+        except Exception:
+            logger.exception("drain failed; shutting down anyway")
+        self.should_exit = True
+
+    def _force_exit(self) -> None:
+        logger.error(
+            "shutdown took longer than %.0f s; forcing exit",
+            self.endpoint.settings.shutdown_timeout,
+        )
+        self.should_exit = self.force_exit = True
