@@ -104,6 +104,11 @@ def encode_push(join_ref: str | None, topic: str, event: str, payload: Payload) 
     return orjson.dumps([join_ref, None, topic, event, payload]).decode()
 
 
+def encode_channel_exit(join_ref: str, topic: str, event: str, payload: dict[str, Any]) -> str:
+    """``phx_close``/``phx_error`` of a channel: ref and join_ref are both its join_ref."""
+    return orjson.dumps([join_ref, join_ref, topic, event, payload]).decode()
+
+
 def encode_push_json(join_ref: str | None, topic: str, event: str, payload_json: str) -> str:
     """A push whose payload is already JSON text (a cached ``presence_state``, say)."""
     head = orjson.dumps([join_ref, None, topic, event]).decode()

@@ -191,7 +191,7 @@ class SocketProtocol:
         if self._current(topic, join_ref) is not None:
             del self._channels[topic]
         self._reply(join_ref, ref, topic, "ok", {})
-        self._frames.append(codec.encode_push(join_ref, topic, codec.PHX_CLOSE, {}))
+        self._frames.append(codec.encode_channel_exit(join_ref, topic, codec.PHX_CLOSE, {}))
 
     def channel_closed(
         self, topic: str, join_ref: str, reply: tuple[str | None, str, Payload] | None = None
@@ -203,7 +203,7 @@ class SocketProtocol:
         if reply is not None:
             ref, status, response = reply
             self._reply(join_ref, ref, topic, status, response)
-        self._frames.append(codec.encode_push(join_ref, topic, codec.PHX_CLOSE, {}))
+        self._frames.append(codec.encode_channel_exit(join_ref, topic, codec.PHX_CLOSE, {}))
 
     def channel_crashed(self, topic: str, join_ref: str) -> None:
         """The channel raised: ``phx_error`` so the client rejoins it."""
@@ -211,7 +211,7 @@ class SocketProtocol:
             return
         del self._channels[topic]
         self._frames.append(
-            codec.encode_push(join_ref, topic, codec.PHX_ERROR, {"reason": "channel_crash"})
+            codec.encode_channel_exit(join_ref, topic, codec.PHX_ERROR, {"reason": "channel_crash"})
         )
 
     # -- output ----------------------------------------------------------------------------
@@ -242,4 +242,4 @@ class SocketProtocol:
     def _close_replaced(self, topic: str) -> None:
         old_join_ref = self._closing.pop(topic, None)
         if old_join_ref is not None:
-            self._frames.append(codec.encode_push(old_join_ref, topic, codec.PHX_CLOSE, {}))
+            self._frames.append(codec.encode_channel_exit(old_join_ref, topic, codec.PHX_CLOSE, {}))
