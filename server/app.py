@@ -24,8 +24,9 @@ from server.endpoint import Endpoint
 from server.http_limits import HttpRateLimit
 from server.pubsub import PubSub, backend_from_url
 from server.routes import api, health, testing
+from server.security import SecurityHeaders
 from server.supervision import ActorTree
-from server.transport import websocket_endpoint
+from server.transport import CaptureTransport, websocket_endpoint
 
 logger = logging.getLogger("switchboard.app")
 
@@ -80,7 +81,12 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         routes.append(Route("/dev/token", _dev_token))
     if settings.profile == "test":
         routes.extend(testing.routes)
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HttpRateLimit)])
+    middleware = [
+        Middleware(CaptureTransport),
+        Middleware(SecurityHeaders, hsts=settings.profile == "prod"),
+        Middleware(HttpRateLimit),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.endpoint = endpoint
     app.state.settings = settings
     return app

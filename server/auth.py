@@ -30,6 +30,7 @@ SUBPROTOCOL_PREFIX = "base64url.bearer.phx."
 class Identity:
     user_id: str
     expires_at: int
+    admin: bool = False
 
 
 def _b64(data: bytes) -> str:
@@ -46,12 +47,17 @@ def _sign(secret: str, payload: str) -> str:
     return _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
 
 
-def issue_token(secret: str, user_id: str, ttl: int = DEFAULT_TTL, now: float | None = None) -> str:
-    """Sign a token for ``user_id`` valid for ``ttl`` seconds."""
+def issue_token(
+    secret: str, user_id: str, ttl: int = DEFAULT_TTL, now: float | None = None, admin: bool = False
+) -> str:
+    """Sign a token for ``user_id`` valid for ``ttl`` seconds (``admin`` for the dashboard)."""
     if not user_id:
         raise ValueError("user_id must be a non-empty string")
     expires_at = int((time.time() if now is None else now) + ttl)
-    payload = _b64(orjson.dumps({"u": user_id, "exp": expires_at}))
+    claims: dict[str, object] = {"u": user_id, "exp": expires_at}
+    if admin:
+        claims["adm"] = 1
+    payload = _b64(orjson.dumps(claims))
     return f"{payload}.{_sign(secret, payload)}"
 
 
@@ -65,11 +71,12 @@ def verify_token(secret: str, token: str | None, now: float | None = None) -> Id
     try:
         claims = orjson.loads(_unb64(payload))
         user_id, expires_at = str(claims["u"]), int(claims["exp"])
+        admin = claims.get("adm") == 1
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise AuthenticationError("malformed token") from None
     if (time.time() if now is None else now) >= expires_at:
         raise AuthenticationError("expired token")
-    return Identity(user_id, expires_at)
+    return Identity(user_id, expires_at, admin)
 
 
 def token_from_subprotocols(subprotocols: list[str]) -> str | None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from actors.errors import ActorError, ActorTimeoutError
 from channels.channel import NOREPLY, Channel, Reply, Stop
-from server import codec, eager
+from server import codec, eager, telemetry
 from server.codec import Frame, Message, Payload
 
 if TYPE_CHECKING:
@@ -165,10 +166,12 @@ class ChannelServer:
         try:
             if kind == "in":
                 message: Message = item[1]
+                started = time.perf_counter()
                 result = self.channel.handle_in(message.event, message.payload)
                 if inspect.isawaitable(result):
                     result = await result
                 await self._after(result, message.ref, f"handle_in {message.event!r}")
+                self._measure(message.event, time.perf_counter() - started)
             elif kind == "join":
                 await self._join(item[1], item[2])
             elif kind == "out":
@@ -200,8 +203,27 @@ class ChannelServer:
             await self._stop("crash", crashed=True)
         self.socket.flush()
 
+    def _measure(self, event: str, seconds: float) -> None:
+        if seconds * 1000 > self.endpoint.settings.slow_handle_in_ms:
+            logger.warning(
+                "slow handle_in: %s %r took %.1f ms",
+                self.topic,
+                event,
+                seconds * 1000,
+                extra={
+                    "topic": self.topic,
+                    "event": event,
+                    "duration_ms": round(seconds * 1000, 1),
+                },
+            )
+        if telemetry.attached(telemetry.HANDLE_IN):
+            telemetry.execute(
+                telemetry.HANDLE_IN, {"duration": seconds}, {"topic": self.topic, "event": event}
+            )
+
     async def _join(self, payload: Any, ref: str | None) -> None:
         protocol = self.socket.protocol
+        started = time.perf_counter()
         try:
             result = self.channel.join(payload)
             if inspect.isawaitable(result):
@@ -218,6 +240,11 @@ class ChannelServer:
                 "join of %s returned %r; expected ok(...) or error(...)", self.topic, result
             )
             result = Reply("error", {"reason": "join crashed"})
+        if telemetry.attached(telemetry.JOIN):
+            measurements = {"duration": time.perf_counter() - started}
+            telemetry.execute(
+                telemetry.JOIN, measurements, {"topic": self.topic, "status": result.status}
+            )
         if result.status != "ok":
             self.state = STOPPED
             self.socket.channel_stopped(self, was_joined=False)

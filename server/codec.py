@@ -42,8 +42,11 @@ class Message:
 
 def decode(data: Frame, max_size: int) -> Message:
     """Decode one client frame, raising :class:`MalformedFrame` or :class:`FrameTooLarge`."""
-    if len(data) > max_size:
-        raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the maximum of {max_size}")
+    size = len(data)
+    if type(data) is str and size * 4 > max_size and size <= max_size:
+        size = len(data.encode())  # only strings near the limit need measuring in bytes
+    if size > max_size:
+        raise FrameTooLarge(f"frame of {size} bytes exceeds the maximum of {max_size}")
     if isinstance(data, bytes):
         return _decode_binary(data)
     try:

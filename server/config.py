@@ -193,6 +193,30 @@ class Settings:
         },
     )
 
+    slow_handle_in_ms: float = field(
+        default=100.0,
+        metadata={
+            "env": "SWITCHBOARD_SLOW_HANDLE_IN_MS",
+            "help": "log handle_in calls slower than this (ms)",
+        },
+    )
+    api_key: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "env": "SWITCHBOARD_API_KEY",
+            "help": "bearer key for POST /api/broadcast (empty: API off)",
+        },
+    )
+    admin_token: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "env": "SWITCHBOARD_ADMIN_TOKEN",
+            "help": "bearer token for /dashboard and admin calls (empty: off)",
+        },
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``SWITCHBOARD_*`` variables, apply ``overrides`` (None means unset), validate."""

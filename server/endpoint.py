@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from channels.channel import SocketInfo
 from channels.router import Router
+from server import telemetry
 from server.codec import Frame
 from server.config import Settings
 from server.outbox import SendFunction
@@ -91,6 +92,9 @@ class Endpoint:
         self._listeners: dict[str, _DisconnectListener] = {}
         self.joined_channels = 0
         self.slow_consumers = 0
+        self.messages_in = 0
+        self.frames_out = 0
+        self.rate_limited: dict[str, int] = {}
         self.accepting = True
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -156,6 +160,12 @@ class Endpoint:
         logger.info("drained", extra={"event": "drain_finished"})
 
     def _actor_event(self, event: SupervisorEvent) -> object:
+        if event.kind == "restart":
+            telemetry.execute(
+                telemetry.ACTOR_RESTART,
+                {"count": 1},
+                {"actor": event.child, "reason": event.reason},
+            )
         if event.child != "presence" or self.presence is None:
             return None
         if event.kind == "child_failed":
@@ -186,10 +196,15 @@ class Endpoint:
             return Admission(status=503, reason=f"rate limiter unavailable: {exc}")
         if decision.allowed:
             return Admission()
+        self.count_rate_limited("connect", ip)
         retry = str(max(1, round(decision.retry_after)))
         return Admission(
             status=429, reason="too many connection attempts", headers={"Retry-After": retry}
         )
+
+    def count_rate_limited(self, kind: str, key: str) -> None:
+        self.rate_limited[kind] = self.rate_limited.get(kind, 0) + 1
+        telemetry.execute(telemetry.RATE_LIMITED, {"count": 1}, {"kind": kind, "key": key})
 
     async def admit_user(self, user_id: str) -> Admission:
         """Register the socket in the ``connections`` presence topic, unless the user is at
@@ -228,6 +243,7 @@ class Endpoint:
     ) -> Socket:
         socket_id = socket_id_topic(user_id)
         socket = Socket(self, serial, SocketInfo(socket_id, user_id, {}), send, close_transport)
+        telemetry.execute(telemetry.CONNECT, {"count": 1}, {"user_id": user_id, "node": self.node})
         self.sockets.add(socket)
         same_id = self.sockets_by_id.setdefault(socket_id, set())
         same_id.add(socket)

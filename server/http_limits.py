@@ -36,6 +36,7 @@ class HttpRateLimit:
                 await response(scope, receive, send)
                 return
             if not decision.allowed:
+                endpoint.count_rate_limited("http", ip)
                 retry = max(1, round(decision.retry_after))
                 body = {"error": "rate_limited", "retry_after": retry}
                 response = JSONResponse(body, status_code=429, headers={"Retry-After": str(retry)})

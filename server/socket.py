@@ -77,6 +77,7 @@ class Socket:
         if self.closed:
             return
         self.last_seen = now = time.monotonic()
+        self.endpoint.messages_in += 1
         try:
             self.protocol.receive(data)
         except ProtocolError as exc:
@@ -91,6 +92,7 @@ class Socket:
                 if channel is None:
                     continue
                 if self._push_bucket is not None and self._push_bucket.take(now):
+                    self.endpoint.count_rate_limited("push", self.info.id)
                     self.protocol.reply(
                         message.topic, channel.join_ref, message.ref, "error", RATE_LIMITED
                     )
@@ -101,6 +103,7 @@ class Socket:
                 channel.post_in(message)
             elif type(event) is JoinRequested:
                 if self._join_bucket is not None and self._join_bucket.take(now):
+                    self.endpoint.count_rate_limited("join", self.info.id)
                     self._refuse_join(event)
                     if self._flooding():
                         return
@@ -158,8 +161,11 @@ class Socket:
     # -- outbound --------------------------------------------------------------------------
 
     def flush(self) -> None:
-        for frame in self.protocol.data_to_send():
-            self.outbox.put(frame)
+        frames = self.protocol.data_to_send()
+        if frames:
+            self.endpoint.frames_out += len(frames)
+            for frame in frames:
+                self.outbox.put(frame)
 
     def _overflowed(self) -> None:
         logger.warning(

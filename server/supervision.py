@@ -60,6 +60,12 @@ class ActorTree:
     async def stop(self) -> None:
         await asyncio.to_thread(self.supervisor.stop)
 
+    def mailbox_depth(self, name: str) -> int:
+        try:
+            return int(self.supervisor.get(name).actor_inbox.qsize())  # type: ignore[attr-defined]
+        except Exception:
+            return 0
+
     @property
     def healthy(self) -> bool:
         return self.supervisor.healthy

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket as pysocket
+import struct
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,30 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     return origin.rstrip("/") in allowed or "*" in allowed
 
 
+TRANSPORT_KEY = "switchboard.transport"
+
+
+class CaptureTransport:
+    """Outermost middleware: remember the server's TCP transport for each WebSocket.
+
+    ASGI can close a connection only gracefully, which waits until everything queued has
+    been sent; a client that never reads would then hold its connection (and megabytes of
+    kernel buffers) forever. Where the server's ``send`` is a method of a protocol with an
+    asyncio transport (uvicorn), we keep that transport so a dropped slow consumer can be
+    aborted. Elsewhere we fall back to the graceful close.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None and hasattr(transport, "abort"):
+                scope[TRANSPORT_KEY] = transport
+        await self.app(scope, receive, send)
+
+
 class _Connection:
     """What a socket may do to its WebSocket: write frames and close it."""
 
@@ -61,11 +87,26 @@ class _Connection:
         except Exception:  # already closed by the client: nothing to send
             return
         if rest is not None:
-            # The client is not reading (that is why we drop it): don't wait to send the
-            # close frame; stop the receive loop and let the server close the transport.
+            # The client is not reading (that is why we drop it): the close frame would
+            # never get out. Abort the TCP connection, or at least stop the receive loop.
             rest.close()
-            if self.task is not None:
+            transport = self.websocket.scope.get(TRANSPORT_KEY)
+            if transport is not None:
+                _reset(transport)
+            elif self.task is not None:
                 self.task.cancel()
+
+
+def _reset(transport: Any) -> None:
+    """Abort with a TCP reset: with SO_LINGER 0 the kernel drops the unsent data at once,
+    where a plain close would keep the socket (and its buffers) to flush into a zero window."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -8,6 +8,8 @@ internal listeners such as presence); a subscriber that raises is logged and ski
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from server import codec
@@ -29,6 +31,8 @@ class PubSub:
         self._topics: dict[str, dict[Subscriber, None]] = {}
         self.broadcasts = 0  # published from this node
         self.deliveries = 0  # frames handed to local subscribers
+        #: Called once per local fan-out with (topic, event, subscribers, seconds).
+        self.observer: Callable[[str, str, int, float], None] | None = None
 
     async def start(self) -> None:
         await self.backend.start(self.node, self._deliver_remote)
@@ -76,6 +80,7 @@ class PubSub:
         subscribers = self._topics.get(topic)
         if not subscribers:
             return 0
+        started = time.perf_counter()
         delivered = 0
         for subscriber in list(subscribers):  # a delivery may unsubscribe (slow client dropped)
             if subscriber is exclude:
@@ -86,6 +91,8 @@ class PubSub:
             except Exception:
                 logger.exception("subscriber %r failed on %s %s", subscriber, topic, event)
         self.deliveries += delivered
+        if self.observer is not None:
+            self.observer(topic, event, delivered, time.perf_counter() - started)
         return delivered
 
     def _deliver_remote(self, topic: str, event: str, frame: Frame) -> None:

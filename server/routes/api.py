@@ -1,25 +1,104 @@
-"""The HTTP API for a backend: presence of a topic (broadcast comes with operations)."""
+"""The HTTP API for a backend: broadcast to a topic on the whole cluster, read presence.
+
+Both need ``Authorization: Bearer <SWITCHBOARD_API_KEY>`` and are rate-limited per client
+IP (see :mod:`server.http_limits`). Errors are JSON ``{"error": ...}`` with a 4xx status
+that says what to fix.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from actors.errors import ActorError
+from server.auth import issue_token
 from server.endpoint import Endpoint
+from server.security import bearer_matches
+
+RESERVED_EVENTS = {"phx_join", "phx_leave", "phx_reply", "phx_error", "phx_close", "heartbeat"}
+RESERVED_EVENTS |= {"presence_state", "presence_diff"}
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _unauthorized(request: Request, key: str, what: str) -> Response | None:
+    if not key:
+        return _error(404, f"{what} is disabled on this node (no key configured)")
+    if not bearer_matches(request, key):
+        return JSONResponse(
+            {"error": f"missing or wrong bearer token for {what}"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return None
+
+
+async def broadcast(request: Request) -> Response:
+    """``POST /api/broadcast`` ``{"topic", "event", "payload"}`` -> 202, on every node."""
+    endpoint: Endpoint = request.app.state.endpoint
+    refusal = _unauthorized(request, endpoint.settings.api_key, "the broadcast API")
+    if refusal is not None:
+        return refusal
+    body = await request.body()
+    if len(body) > endpoint.settings.max_frame_size:
+        return _error(413, f"body over {endpoint.settings.max_frame_size} bytes")
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _error(400, "body is not valid JSON")
+    if not isinstance(data, dict):
+        return _error(422, 'body must be a JSON object {"topic", "event", "payload"}')
+    topic, event, payload = data.get("topic"), data.get("event"), data.get("payload", {})
+    problems = []
+    if not isinstance(topic, str) or not 0 < len(topic.encode()) <= 255:
+        problems.append("topic must be a string of 1 to 255 bytes")
+    if not isinstance(event, str) or not 0 < len(event.encode()) <= 255:
+        problems.append("event must be a string of 1 to 255 bytes")
+    elif event in RESERVED_EVENTS:
+        problems.append(f"event {event!r} is reserved by the protocol")
+    if not isinstance(payload, dict):
+        problems.append("payload must be a JSON object")
+    if problems:
+        return JSONResponse({"error": "invalid broadcast", "problems": problems}, status_code=422)
+    assert isinstance(topic, str) and isinstance(event, str)
+    endpoint.pubsub.broadcast(topic, event, payload)
+    return JSONResponse({"ok": True, "topic": topic, "event": event}, status_code=202)
 
 
 async def presence_of_topic(request: Request) -> Response:
+    """``GET /api/presence/{topic}`` -> the topic's presences, in Phoenix's format."""
     endpoint: Endpoint = request.app.state.endpoint
+    refusal = _unauthorized(request, endpoint.settings.api_key, "the presence API")
+    if refusal is not None:
+        return refusal
     topic = request.path_params["topic"]
     if endpoint.presence is None:
-        return JSONResponse({"error": "presence is off on this node"}, status_code=404)
+        return _error(404, "presence is off on this node")
     try:
         presences = await endpoint.presence.list(topic)
     except ActorError as exc:
-        return JSONResponse({"error": f"presence unavailable: {exc}"}, status_code=503)
+        return _error(503, f"presence unavailable: {exc}")
     return JSONResponse({"topic": topic, "presences": presences})
 
 
-routes = [Route("/api/presence/{topic:path}", presence_of_topic)]
+async def admin_socket_token(request: Request) -> Response:
+    """``POST /api/admin/socket-token``: a short-lived admin socket token for the dashboard."""
+    endpoint: Endpoint = request.app.state.endpoint
+    refusal = _unauthorized(request, endpoint.settings.admin_token, "the admin API")
+    if refusal is not None:
+        return refusal
+    token = issue_token(endpoint.settings.secret, "admin:dashboard", ttl=3600, admin=True)
+    return JSONResponse({"token": token})
+
+
+routes = [
+    Route("/api/broadcast", broadcast, methods=["POST"]),
+    Route("/api/presence/{topic:path}", presence_of_topic),
+    Route("/api/admin/socket-token", admin_socket_token, methods=["POST"]),
+]

@@ -1,0 +1,133 @@
+"""Prometheus metrics at ``/metrics``.
+
+Hot paths only bump plain integers (a prometheus Counter takes a lock per ``inc``); a
+collector turns them into metrics when Prometheus scrapes. Fan-out latency is a histogram
+fed once per broadcast, never per delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server import telemetry
+
+if TYPE_CHECKING:
+    from server.endpoint import Endpoint
+
+__all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
+
+FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class _EndpointCollector:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        e = self.endpoint
+        node = e.node
+        yield _gauge("switchboard_connections", "Open sockets on this node.", node, len(e.sockets))
+        yield _gauge(
+            "switchboard_joined_channels", "Joined channels on this node.", node, e.joined_channels
+        )
+        yield _counter(
+            "switchboard_messages_in", "Frames received from clients.", node, e.messages_in
+        )
+        out = e.frames_out + e.pubsub.deliveries
+        yield _counter(
+            "switchboard_messages_out",
+            "Frames queued to clients (replies, pushes, broadcasts).",
+            node,
+            out,
+        )
+        yield _counter(
+            "switchboard_broadcasts",
+            "Broadcasts published from this node.",
+            node,
+            e.pubsub.broadcasts,
+        )
+        yield _counter(
+            "switchboard_slow_consumers", "Sockets dropped for not reading.", node, e.slow_consumers
+        )
+        limited = CounterMetricFamily(
+            "switchboard_rate_limited", "Requests refused by a rate limit.", labels=["node", "kind"]
+        )
+        for kind, count in sorted(e.rate_limited.items()):
+            limited.add_metric([node, kind], count)
+        yield limited
+        status = e.pubsub.status
+        connected = GaugeMetricFamily(
+            "switchboard_pubsub_connected",
+            "1 if the pub/sub backend is reachable.",
+            labels=["node", "backend"],
+        )
+        connected.add_metric([node, e.pubsub.backend.name], 1.0 if status.connected else 0.0)
+        yield connected
+        if e.actors is not None:
+            restarts = CounterMetricFamily(
+                "switchboard_actor_restarts",
+                "Actor restarts by the supervisor.",
+                labels=["node", "actor"],
+            )
+            depth = GaugeMetricFamily(
+                "switchboard_actor_mailbox_depth",
+                "Messages waiting in an actor's mailbox.",
+                labels=["node", "actor"],
+            )
+            for name, count in e.actors.supervisor.restart_counts().items():
+                restarts.add_metric([node, name], count)
+                depth.add_metric([node, name], e.actors.mailbox_depth(name))
+            yield restarts
+            yield depth
+            yield _gauge(
+                "switchboard_actors_healthy",
+                "1 while the supervision tree runs.",
+                node,
+                int(e.actors.healthy),
+            )
+
+
+def _gauge(name: str, doc: str, node: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["node"])
+    family.add_metric([node], value)
+    return family
+
+
+def _counter(name: str, doc: str, node: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=["node"])
+    family.add_metric([node], value)
+    return family
+
+
+class NodeMetrics:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
+        self.registry.register(_EndpointCollector(endpoint))  # type: ignore[arg-type]
+        self.fanout = Histogram(
+            "switchboard_broadcast_fanout_seconds",
+            "Time to hand one broadcast to every local subscriber.",
+            registry=self.registry,
+            buckets=FANOUT_BUCKETS,
+        )
+        endpoint.pubsub.observer = self.observe_fanout
+
+    def observe_fanout(self, topic: str, event: str, subscribers: int, seconds: float) -> None:
+        self.fanout.observe(seconds)
+        if telemetry.attached(telemetry.BROADCAST):
+            telemetry.execute(
+                telemetry.BROADCAST,
+                {"duration": seconds, "subscribers": subscribers},
+                {"topic": topic, "event": event},
+            )
+
+    async def endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

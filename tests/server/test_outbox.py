@@ -1,0 +1,212 @@
+"""Tests of server.outbox: direct writes, queueing behind a waiting write, overflow, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from server.codec import Frame
+from server.outbox import Outbox
+
+
+class FakeTransport:
+    """A ``send`` coroutine that writes at once, or waits while ``stalled`` is set."""
+
+    def __init__(self) -> None:
+        self.written: list[Frame] = []
+        self.stalled = False
+        self.fail_with: Exception | None = None
+        self._released: asyncio.Event | None = None
+
+    async def send(self, frame: Frame) -> None:
+        if self.fail_with is not None and not self.stalled:
+            raise self.fail_with
+        if self.stalled:
+            if self._released is None:
+                self._released = asyncio.Event()
+            await self._released.wait()
+            if self.fail_with is not None:
+                raise self.fail_with
+        self.written.append(frame)
+
+    def stall(self) -> None:
+        self.stalled = True
+        self._released = None
+
+    def release(self) -> None:
+        self.stalled = False
+        if self._released is not None:
+            self._released.set()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.overflows = 0
+        self.errors: list[BaseException] = []
+
+    def overflow(self) -> None:
+        self.overflows += 1
+
+    def error(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+
+
+def run(scenario: Callable[[FakeTransport, Recorder], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await asyncio.wait_for(scenario(FakeTransport(), Recorder()), 5)
+
+    asyncio.run(main())
+
+
+def outbox(transport: FakeTransport, recorder: Recorder, limit: int = 100) -> Outbox:
+    return Outbox(transport.send, limit, recorder.overflow, recorder.error)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0)
+
+
+def test_frames_are_written_at_once_while_the_transport_keeps_up() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        box.put("a")
+        assert transport.written == ["a"]  # before any await: no task, no queue
+        box.put(b"b")
+        assert transport.written == ["a", b"b"]
+        assert box.queued_bytes == 0
+
+    run(scenario)
+
+
+def test_frames_queue_behind_a_waiting_write_and_go_out_in_order() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.stall()
+        box.put("first")
+        box.put("second")
+        box.put(b"third")
+        assert transport.written == []
+        assert box.queued_bytes == len("second") + len(b"third")
+        transport.release()
+        await until(lambda: len(transport.written) == 3)
+        assert transport.written == ["first", "second", b"third"]
+        assert box.queued_bytes == 0
+        box.put("fourth")
+        assert transport.written[-1] == "fourth"  # direct again once drained
+        assert recorder.overflows == 0 and recorder.errors == []
+
+    run(scenario)
+
+
+def test_frames_put_while_the_queue_drains_keep_their_order() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder, limit=1000)
+        transport.stall()
+        for n in range(5):
+            box.put(f"f{n}")
+        transport.release()
+        await asyncio.sleep(0)
+        for n in range(5, 10):
+            box.put(f"f{n}")
+        await until(lambda: len(transport.written) == 10)
+        assert transport.written == [f"f{n}" for n in range(10)]
+
+    run(scenario)
+
+
+def test_going_over_the_limit_drops_the_queue_and_reports_overflow_once() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder, limit=10)
+        transport.stall()
+        box.put("in flight")
+        box.put("x" * 6)
+        assert recorder.overflows == 0
+        box.put("y" * 5)  # 11 bytes queued > 10
+        assert recorder.overflows == 1
+        assert box.closed and box.queued_bytes == 0
+        box.put("z")
+        box.put("z" * 50)
+        assert recorder.overflows == 1
+        transport.release()
+        await asyncio.sleep(0.01)
+        assert transport.written == []  # the waiting write was abandoned too
+        assert recorder.errors == []
+
+    run(scenario)
+
+
+def test_a_queue_exactly_at_the_limit_is_kept() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder, limit=10)
+        transport.stall()
+        box.put("in flight")
+        box.put("x" * 10)
+        assert recorder.overflows == 0 and box.queued_bytes == 10
+        transport.release()
+        await until(lambda: len(transport.written) == 2)
+
+    run(scenario)
+
+
+def test_a_send_that_fails_at_once_reports_the_error_and_closes() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.fail_with = ConnectionResetError("gone")
+        box.put("a")  # must not raise
+        assert [str(e) for e in recorder.errors] == ["gone"]
+        assert box.closed
+        box.put("b")
+        assert len(recorder.errors) == 1 and recorder.overflows == 0
+
+    run(scenario)
+
+
+def test_a_send_that_fails_after_waiting_reports_the_error_and_drops_the_queue() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.stall()
+        box.put("a")
+        box.put("b")
+        transport.fail_with = ConnectionResetError("gone")
+        transport.release()
+        await until(lambda: bool(recorder.errors))
+        await asyncio.sleep(0)
+        assert [type(e) for e in recorder.errors] == [ConnectionResetError]
+        assert box.closed and box.queued_bytes == 0
+        assert transport.written == []
+
+    run(scenario)
+
+
+def test_closing_drops_queued_frames_and_ignores_later_ones() -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.stall()
+        box.put("a")
+        box.put("b")
+        box.close()
+        box.close()
+        transport.release()
+        await asyncio.sleep(0.01)
+        box.put("c")
+        assert transport.written == []
+        assert recorder.overflows == 0 and recorder.errors == []
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("frame", ["x" * 8, b"\x00" * 8])
+def test_queued_bytes_count_the_length_of_each_frame(frame: Frame) -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.stall()
+        box.put("in flight")
+        box.put(frame)
+        assert box.queued_bytes == len(frame)
+        transport.release()
+        await until(lambda: len(transport.written) == 2)
+
+    run(scenario)
