@@ -22,6 +22,7 @@ from server.auth import issue_token
 from server.config import Settings
 from server.endpoint import Endpoint
 from server.http_limits import HttpRateLimit
+from server.metrics import NodeMetrics
 from server.pubsub import PubSub, backend_from_url
 from server.routes import api, health, testing
 from server.security import SecurityHeaders
@@ -65,7 +66,9 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         finally:
             await endpoint.stop()
 
+    metrics = NodeMetrics(endpoint)
     routes = [
+        Route("/metrics", metrics.endpoint),
         WebSocketRoute("/socket/websocket", websocket_endpoint),
         Route("/", _index),
         *health.routes,
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.endpoint = endpoint
     app.state.settings = settings
+    app.state.metrics = metrics
     return app
 
 
