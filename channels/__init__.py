@@ -19,9 +19,11 @@ __all__ = [
 
 def default_router(profile: str = "dev") -> Router:
     """The routes a plain ``switchboard serve`` offers (plus ``test:*`` in the test profile)."""
+    from channels.dashboard import DashboardChannel
     from channels.room import RoomChannel, SecretChannel
 
     router = Router().channel("room:*", RoomChannel).channel("secret:*", SecretChannel)
+    router.channel("admin:dashboard", DashboardChannel)
     if profile == "test":
         from channels.testing import TestChannel
 

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         Route("/metrics", metrics.endpoint),
         WebSocketRoute("/socket/websocket", websocket_endpoint),
         Route("/", _index),
+        Route("/dashboard", _dashboard),
         *health.routes,
         *api.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
@@ -98,6 +99,11 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
 
 async def _index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html")
+
+
+async def _dashboard(request: Request) -> Response:
+    """The live dashboard page; its data needs the admin token (asked for on the page)."""
+    return FileResponse(STATIC_DIR / "dashboard.html")
 
 
 async def _dev_token(request: Request) -> Response:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from actors.supervisor import SupervisorEvent
     from presence.tracker import Presence
     from server.channel_server import ChannelServer
+    from server.stats import ClusterStats
     from server.supervision import ActorTree
 
 logger = logging.getLogger("switchboard.endpoint")
@@ -86,6 +87,7 @@ class Endpoint:
         self.node = node
         self.actors = actors
         self.presence: Presence | None = None
+        self.stats: ClusterStats | None = None
         self._serials = itertools.count(1)
         self.sockets: set[Socket] = set()
         self.sockets_by_id: dict[str, set[Socket]] = {}
@@ -116,6 +118,10 @@ class Endpoint:
             )
             self.actors.listeners.append(self._actor_event)
             await self.presence.start()
+        from server.stats import ClusterStats
+
+        self.stats = ClusterStats(self)
+        await self.stats.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
 
     async def stop(self) -> None:
@@ -124,6 +130,8 @@ class Endpoint:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         for socket in list(self.sockets):
             socket.close(GOING_AWAY, "server shutting down")
+        if self.stats is not None:
+            await self.stats.stop()
         if self.presence is not None:
             await self.presence.stop()
         if self.actors is not None:
@@ -240,9 +248,11 @@ class Endpoint:
         user_id: str,
         send: SendFunction,
         close_transport: Callable[[int, str], None],
+        admin: bool = False,
     ) -> Socket:
         socket_id = socket_id_topic(user_id)
-        socket = Socket(self, serial, SocketInfo(socket_id, user_id, {}), send, close_transport)
+        assigns: dict[str, object] = {"admin": True} if admin else {}
+        socket = Socket(self, serial, SocketInfo(socket_id, user_id, assigns), send, close_transport)
         telemetry.execute(telemetry.CONNECT, {"count": 1}, {"user_id": user_id, "node": self.node})
         self.sockets.add(socket)
         same_id = self.sockets_by_id.setdefault(socket_id, set())

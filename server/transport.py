@@ -145,7 +145,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
     connection = _Connection(websocket, asyncio.current_task())
     socket = endpoint.open_socket(
-        admission.serial, identity.user_id, connection.send, connection.close
+        admission.serial, identity.user_id, connection.send, connection.close, admin=identity.admin
     )
     receive = websocket.receive
     try:
