@@ -34,7 +34,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--secret", help="signing secret (default: the profile's)")
     token.add_argument("--profile", choices=["dev", "test", "prod"])
 
+    cluster = commands.add_parser(
+        "cluster",
+        help="run redis-server, N nodes and nginx on loopback (dev/test); Ctrl-C stops all",
+    )
+    cluster.add_argument("--nodes", type=int, default=2, help="how many nodes (default 2)")
+    cluster.add_argument("--port", type=int, default=8080, help="nginx port (default 8080)")
+    cluster.add_argument(
+        "--drain-period", type=float, default=5.0, help="node drain period on stop"
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "cluster":
+        from server.devcluster import run
+
+        return run(args.nodes, args.port, args.drain_period)
     try:
         if args.command == "serve":
             origins = None

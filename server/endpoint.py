@@ -57,6 +57,33 @@ class Admission:
         return self.status == 0
 
 
+CACHE_TOPIC = "switchboard:cache"
+
+
+class _CacheInvalidations:
+    """Applies other nodes' cache invalidations here, without sending them back."""
+
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    def deliver(self, event: str, frame: Frame) -> None:
+        from actors.bridge import tell
+        from actors.cache import CacheDelete, CacheInvalidatePrefix
+
+        actors = self.endpoint.actors
+        if actors is None or not isinstance(frame, str):
+            return
+        if event == "delete":
+            tell(actors.cache, CacheDelete(frame, propagate=False))
+        elif event == "prefix":
+            tell(actors.cache, CacheInvalidatePrefix(frame, propagate=False))
+
+    def publish(self, kind: str, key_or_prefix: str) -> None:
+        self.endpoint.pubsub.backend.publish(CACHE_TOPIC, kind, key_or_prefix)
+
+
 class _DisconnectListener:
     """Subscribed to a socket id's topic; closes that id's sockets on ``disconnect``."""
 
@@ -105,6 +132,9 @@ class Endpoint:
         if self.actors is not None:
             from presence.tracker import Presence
 
+            invalidations = _CacheInvalidations(self)
+            self.pubsub.subscribe(CACHE_TOPIC, invalidations)
+            self.actors.on_cache_invalidate = invalidations.publish
             await self.actors.start()
             settings = self.settings
             self.presence = Presence(
@@ -252,7 +282,9 @@ class Endpoint:
     ) -> Socket:
         socket_id = socket_id_topic(user_id)
         assigns: dict[str, object] = {"admin": True} if admin else {}
-        socket = Socket(self, serial, SocketInfo(socket_id, user_id, assigns), send, close_transport)
+        socket = Socket(
+            self, serial, SocketInfo(socket_id, user_id, assigns), send, close_transport
+        )
         telemetry.execute(telemetry.CONNECT, {"count": 1}, {"user_id": user_id, "node": self.node})
         self.sockets.add(socket)
         same_id = self.sockets_by_id.setdefault(socket_id, set())

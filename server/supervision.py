@@ -30,11 +30,16 @@ class ActorTree:
         self.node = node
         self.restarts = 0
         self.listeners: list[Callable[[SupervisorEvent], Any]] = []
+        #: Called on the loop with (kind, key_or_prefix) after a local cache invalidation.
+        self.on_cache_invalidate: Callable[[str, str], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         buckets = {name: settings.rate(f"{name}_rate") for name in ("connect", "http")}
         self.supervisor = Supervisor(
             [
-                ChildSpec("cache", lambda: CacheActor.start(max_size=10_000)),
+                ChildSpec(
+                    "cache",
+                    lambda: CacheActor.start(max_size=10_000, on_invalidate=self._invalidated),
+                ),
                 ChildSpec("limiter", lambda: LimiterActor.start(buckets, clock=time.monotonic)),
                 ChildSpec("presence", lambda: PresenceActor.start(node, self.cache)),
             ],
@@ -76,6 +81,15 @@ class ActorTree:
             "gave_up": self.supervisor.gave_up_reason,
             "restarts": self.supervisor.restart_counts(),
         }
+
+    def _invalidated(self, kind: str, key_or_prefix: str) -> None:
+        # Runs on the cache actor's thread: hand it to the loop, never block here.
+        loop, callback = self._loop, self.on_cache_invalidate
+        if loop is not None and callback is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(callback, kind, key_or_prefix)
+            except RuntimeError:
+                pass
 
     def _on_event(self, event: SupervisorEvent) -> None:
         # Runs on the supervisor's thread.

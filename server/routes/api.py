@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from actors.bridge import ask
+from actors.cache import CacheDelete, CacheGet, CacheInvalidatePrefix, CachePut
 from actors.errors import ActorError
 from server.auth import issue_token
 from server.endpoint import Endpoint
@@ -87,6 +89,43 @@ async def presence_of_topic(request: Request) -> Response:
     return JSONResponse({"topic": topic, "presences": presences})
 
 
+async def cache_entry(request: Request) -> Response:
+    """``GET``/``PUT``/``DELETE /api/cache/{key}``: the node's cache; deletes reach every node."""
+    endpoint: Endpoint = request.app.state.endpoint
+    refusal = _unauthorized(request, endpoint.settings.api_key, "the cache API")
+    if refusal is not None:
+        return refusal
+    if endpoint.actors is None:
+        return _error(404, "no cache on this node")
+    key = request.path_params["key"]
+    target, timeout = endpoint.actors.cache, endpoint.settings.actor_timeout
+    try:
+        if request.method == "GET":
+            value = await ask(target, CacheGet(key), timeout=timeout)
+            if value is None:
+                return _error(404, f"no cached value for {key!r}")
+            return JSONResponse({"key": key, "value": orjson.loads(value)})
+        if request.method == "DELETE":
+            if request.query_params.get("prefix") == "1":
+                removed = await ask(target, CacheInvalidatePrefix(key), timeout=timeout)
+            else:
+                removed = int(bool(await ask(target, CacheDelete(key), timeout=timeout)))
+            return JSONResponse({"removed": removed})
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "body is not valid JSON")
+        ttl = body.get("ttl") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or "value" not in body or body["value"] is None:
+            return _error(422, 'body must be {"value": <not null>, "ttl": seconds or null}')
+        if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0):
+            return _error(422, "ttl must be a positive number of seconds or null")
+        await ask(target, CachePut(key, orjson.dumps(body["value"]).decode(), ttl), timeout=timeout)
+        return JSONResponse({"key": key}, status_code=201)
+    except ActorError as exc:
+        return _error(503, f"cache unavailable: {exc}")
+
+
 async def admin_socket_token(request: Request) -> Response:
     """``POST /api/admin/socket-token``: a short-lived admin socket token for the dashboard."""
     endpoint: Endpoint = request.app.state.endpoint
@@ -101,4 +140,5 @@ routes = [
     Route("/api/broadcast", broadcast, methods=["POST"]),
     Route("/api/presence/{topic:path}", presence_of_topic),
     Route("/api/admin/socket-token", admin_socket_token, methods=["POST"]),
+    Route("/api/cache/{key:path}", cache_entry, methods=["GET", "PUT", "DELETE"]),
 ]

@@ -59,7 +59,30 @@ async def restarts(request: Request) -> Response:
     return JSONResponse(status)
 
 
+async def runtime(request: Request) -> Response:
+    """Counts of asyncio tasks and threads, to show an outage leaks neither."""
+    import asyncio
+    import threading
+
+    endpoint: Endpoint = request.app.state.endpoint
+    tasks = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]  # type: ignore[union-attr]
+    return JSONResponse(
+        {
+            "tasks": len(tasks),
+            "task_names": sorted(set(tasks)),
+            "threads": threading.active_count(),
+            "sockets": len(endpoint.sockets),
+            "pubsub": {
+                "connected": endpoint.pubsub.status.connected,
+                "reason": endpoint.pubsub.status.reason,
+            },
+            "peers": endpoint.presence.peers() if endpoint.presence else {},
+        }
+    )
+
+
 routes = [
+    Route("/test/runtime", runtime),
     Route("/test/actors/{name}/fault", fault, methods=["POST"]),
     Route("/test/actors/{name}/stall", stall, methods=["POST"]),
     Route("/test/actors", restarts),

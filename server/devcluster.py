@@ -1,0 +1,245 @@
+"""A local cluster on loopback: redis-server, N Switchboard nodes and nginx in front.
+
+``switchboard cluster --nodes 3`` runs it in the foreground and stops everything (by PID)
+on Ctrl-C or SIGTERM; tests use :class:`LocalCluster` directly. Every process gets a free
+port unless one is given; nothing binds outside 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = ROOT / "nginx" / "switchboard.conf.template"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 15.0
+) -> None:
+    """A readiness probe: the port accepts connections (or the process died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"process {process.pid} exited with {process.returncode}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nothing listens on 127.0.0.1:{port} after {timeout} s"
+                ) from None
+            time.sleep(0.05)
+
+
+def find_binary(name: str) -> str:
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise RuntimeError(f"{name} is not installed (scripts/test.sh installs it from Debian)")
+    return found
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class LocalCluster:
+    nodes_count: int = 2
+    nginx_port: int = 0
+    redis_port: int = 0
+    secret: str = field(default_factory=lambda: "cluster-secret-" + os.urandom(12).hex())
+    node_env: dict[str, str] = field(default_factory=dict)
+    run_dir: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="switchboard-cluster-"))
+    )
+    nodes: list[Node] = field(default_factory=list)
+    redis: subprocess.Popen[bytes] | None = None
+    nginx: subprocess.Popen[bytes] | None = None
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.nginx_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.nginx_port}/socket/websocket"
+
+    def start(self) -> LocalCluster:
+        try:
+            self.start_redis()
+            for index in range(self.nodes_count):
+                self.start_node(f"node{index + 1}")
+            self.start_nginx()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_redis(self) -> None:
+        self.redis_port = self.redis_port or free_port()
+        self.redis = subprocess.Popen(
+            [
+                find_binary("redis-server"),
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.run_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.redis_port, self.redis)
+
+    def restart_redis(self) -> None:
+        """Start redis-server again on the same port (after it was killed)."""
+        self.start_redis()
+
+    def start_node(self, name: str, port: int = 0) -> Node:
+        port = port or free_port()
+        env = {
+            **os.environ,
+            "SWITCHBOARD_PROFILE": "test",
+            "SWITCHBOARD_SECRET": self.secret,
+            "SWITCHBOARD_PUBSUB_URL": self.redis_url,
+            "SWITCHBOARD_NODE": name,
+            "SWITCHBOARD_TRUSTED_PROXIES": "127.0.0.1",
+            "PYTHONUNBUFFERED": "1",
+            **self.node_env,
+        }
+        log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the node owns it
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "switchboard"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+        )
+        log.close()
+        wait_for_port(port, process)
+        node = Node(name, port, process, env)
+        self.nodes = [n for n in self.nodes if n.name != name] + [node]
+        return node
+
+    def start_nginx(self) -> None:
+        self.nginx_port = self.nginx_port or free_port()
+        self.write_nginx_config()
+        self.nginx = subprocess.Popen(
+            [find_binary("nginx"), "-c", str(self.run_dir / "nginx.conf"), "-p", str(self.run_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.nginx_port, self.nginx)
+
+    def write_nginx_config(self, nodes: list[Node] | None = None) -> None:
+        servers = "\n".join(
+            f"        server 127.0.0.1:{node.port} max_fails=1 fail_timeout=2s;"
+            for node in (nodes or self.nodes)
+        )
+        config = (
+            NGINX_TEMPLATE.read_text()
+            .replace("@UPSTREAM_SERVERS@", servers)
+            .replace("@LISTEN@", f"127.0.0.1:{self.nginx_port}")
+            .replace("@RUN_DIR@", str(self.run_dir))
+        )
+        (self.run_dir / "nginx.conf").write_text(config)
+
+    def reload_nginx(self, nodes: list[Node]) -> None:
+        """Point nginx at ``nodes`` (blue-green switch) without dropping its connections."""
+        assert self.nginx is not None
+        self.write_nginx_config(nodes)
+        self.nginx.send_signal(signal.SIGHUP)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "nginx": self.url,
+            "redis": self.redis_url,
+            "secret": self.secret,
+            "nodes": {node.name: node.url for node in self.nodes},
+            "logs": str(self.run_dir),
+        }
+
+    def stop(self) -> None:
+        """Stop nginx, then the nodes (SIGTERM, so they drain), then Redis; all by PID."""
+        for process in [self.nginx, *[n.process for n in self.nodes], self.redis]:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [self.nginx, *[n.process for n in self.nodes], self.redis]:
+            if process is None:
+                continue
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def run(nodes: int, port: int, drain_period: float) -> int:
+    """Foreground: start, print where everything is, wait for Ctrl-C or SIGTERM, stop."""
+    cluster = LocalCluster(
+        nodes, nginx_port=port, node_env={"SWITCHBOARD_DRAIN_PERIOD": str(drain_period)}
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster.start()
+    print(json.dumps(cluster.describe(), indent=2), flush=True)
+    print(f"cluster up; open {cluster.url}/ ; Ctrl-C stops it", flush=True)
+    try:
+        while not stop.wait(0.5):
+            dead = [n.name for n in cluster.nodes if n.process.poll() is not None]
+            if cluster.nginx is not None and cluster.nginx.poll() is not None:
+                dead.append("nginx")
+            if dead:
+                print(f"exited: {', '.join(dead)}; stopping the rest", file=sys.stderr, flush=True)
+                break
+    finally:
+        cluster.stop()
+        print("cluster stopped", flush=True)
+    return 0
