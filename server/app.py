@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import socket as pysocket
 from collections.abc import AsyncIterator
@@ -31,7 +32,8 @@ from server.transport import CaptureTransport, websocket_endpoint
 
 logger = logging.getLogger("switchboard.app")
 
-ROOT = Path(__file__).resolve().parent.parent
+# Where static/ and node_modules/ live: the checkout, or SWITCHBOARD_HOME in a container.
+ROOT = Path(os.environ.get("SWITCHBOARD_HOME") or Path(__file__).resolve().parent.parent)
 STATIC_DIR = ROOT / "static"
 PHOENIX_JS_DIR = ROOT / "node_modules" / "phoenix" / "priv" / "static"
 

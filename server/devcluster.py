@@ -196,6 +196,45 @@ class LocalCluster:
         self.write_nginx_config(nodes)
         self.nginx.send_signal(signal.SIGHUP)
 
+    def wait_ready(self, node: Node, timeout: float = 15.0) -> None:
+        """Until ``/health/ready`` answers 200 (actors up, pub/sub connected)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{node.url}/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{node.name} not ready after {timeout} s")
+            time.sleep(0.1)
+
+    def blue_green(self) -> list[Node]:
+        """Replace every node: start a new set, wait until it is ready, point nginx at it,
+        then drain the old set (SIGTERM: clients get 1012 and reconnect, through nginx, to
+        the new set). Returns the new nodes."""
+        old = list(self.nodes)
+        generation = 1 + max(
+            (int(n.name.rsplit("-g", 1)[1]) for n in old if "-g" in n.name), default=1
+        )
+        new = [self.start_node(f"{n.name.rsplit('-g', 1)[0]}-g{generation}") for n in old]
+        for node in new:
+            self.wait_ready(node)
+        self.nodes = new
+        self.reload_nginx(new)
+        for node in old:
+            node.process.send_signal(signal.SIGTERM)
+        for node in old:
+            try:
+                node.process.wait(60)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+        return new
+
     def describe(self) -> dict[str, object]:
         return {
             "nginx": self.url,
@@ -226,13 +265,24 @@ def run(nodes: int, port: int, drain_period: float) -> int:
         nodes, nginx_port=port, node_env={"SWITCHBOARD_DRAIN_PERIOD": str(drain_period)}
     )
     stop = threading.Event()
+    switch = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: switch.set())
     cluster.start()
     print(json.dumps(cluster.describe(), indent=2), flush=True)
-    print(f"cluster up; open {cluster.url}/ ; Ctrl-C stops it", flush=True)
+    print(
+        f"cluster up; open {cluster.url}/ ; Ctrl-C stops it; kill -USR1 {os.getpid()} = blue-green",
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
+            if switch.is_set():
+                switch.clear()
+                print("blue-green: starting a new set of nodes", flush=True)
+                cluster.blue_green()
+                print(json.dumps(cluster.describe(), indent=2), flush=True)
+                continue
             dead = [n.name for n in cluster.nodes if n.process.poll() is not None]
             if cluster.nginx is not None and cluster.nginx.poll() is not None:
                 dead.append("nginx")

@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: wheels and phoenix.js are built in throwaway stages; the runtime image
+# holds only the virtualenv, the static files and a non-root user.
+
+FROM node:20-bookworm-slim AS js
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /build
+RUN python -m venv /opt/switchboard
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY channels ./channels
+COPY actors ./actors
+COPY presence ./presence
+RUN /opt/switchboard/bin/pip install --no-cache-dir --upgrade pip \
+ && /opt/switchboard/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim-bookworm AS runtime
+RUN useradd --system --uid 10001 --home /app --shell /usr/sbin/nologin switchboard
+WORKDIR /app
+COPY --from=build /opt/switchboard /opt/switchboard
+COPY --from=js /build/node_modules/phoenix/priv/static ./node_modules/phoenix/priv/static
+COPY static ./static
+ENV PATH=/opt/switchboard/bin:$PATH \
+    SWITCHBOARD_HOME=/app \
+    PYTHONUNBUFFERED=1 \
+    SWITCHBOARD_PROFILE=prod \
+    SWITCHBOARD_HOST=0.0.0.0 \
+    SWITCHBOARD_PORT=4000
+USER 10001
+EXPOSE 4000
+# Liveness only: readiness (pub/sub and actors) belongs to the orchestrator's probe.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:4000/health/live', timeout=2).status == 200 else 1)"
+# SIGTERM starts a graceful drain; give it SWITCHBOARD_SHUTDOWN_TIMEOUT (30 s) to finish.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["switchboard", "serve"]
