@@ -102,12 +102,24 @@ async def ask(target: ActorTarget, message: Any, *, timeout: float | None = 2.0)
     if not ref.is_alive():
         raise ActorUnavailableError(f"{ref} is not running")
     ref.actor_inbox.put(Envelope(message, reply_to=_ReplyFuture(on_done)))
+    if timeout is None:
+        return await waiter
+    # A timer rather than asyncio.wait_for: on 3.11, wait_for swallows a cancellation of
+    # the caller that arrives as the reply does, and the cancelled task runs on.
+    timer = loop.call_later(timeout, _time_out, waiter, ref, timeout)
     try:
-        return await asyncio.wait_for(waiter, timeout)
-    except TimeoutError:
-        if not ref.is_alive():  # it died with our message still queued
-            raise ActorUnavailableError(f"{ref} stopped before replying") from None
-        raise ActorTimeoutError(f"{ref} did not reply within {timeout}s") from None
+        return await waiter
+    finally:
+        timer.cancel()
+
+
+def _time_out(waiter: asyncio.Future[Any], ref: pykka.ActorRef[Any], timeout: float) -> None:
+    if waiter.done():
+        return
+    if not ref.is_alive():  # it died with our message still queued
+        waiter.set_exception(ActorUnavailableError(f"{ref} stopped before replying"))
+    else:
+        waiter.set_exception(ActorTimeoutError(f"{ref} did not reply within {timeout}s"))
 
 
 async def call(

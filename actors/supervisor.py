@@ -133,6 +133,9 @@ class SupervisedActor(pykka.ThreadingActor):
     behaves like a plain ``ThreadingActor``.
     """
 
+    #: A stuck actor must not keep the process alive after shutdown gave up waiting on it.
+    use_daemon_thread = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         adoption: _Adoption | None = getattr(_adopting, "current", None)

@@ -31,6 +31,7 @@ from presence.state import Delta, Entry
 from server import eager
 from server.codec import Frame
 from server.pubsub import PubSub
+from server.tasks import stop_tasks
 
 logger = logging.getLogger("switchboard.presence")
 
@@ -83,9 +84,7 @@ class Presence:
     async def stop(self) -> None:
         self._publish("goodbye", {"node": self.node})
         self.pubsub.unsubscribe(REPLICATION_TOPIC, self)
-        for task in self._tasks + list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        await stop_tasks([*self._tasks, *self._background])
 
     async def settle(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for the untracks and changes already under way, e.g. when draining."""
@@ -131,10 +130,10 @@ class Presence:
         task = asyncio.get_running_loop().create_task(ask_and_apply())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), self.timeout)
-        except TimeoutError:
-            raise ActorTimeoutError(f"presence did not answer within {self.timeout}s") from None
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)  # the task runs on if not
+        if not done:
+            raise ActorTimeoutError(f"presence did not answer within {self.timeout}s")
+        return task.result()
 
     def forget(self, owner: str) -> None:
         """Untrack everything ``owner`` tracked (its channel or socket ended); never waits.

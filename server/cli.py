@@ -100,6 +100,9 @@ def _serve(settings: Settings) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
+        # X-Forwarded-For is believed only from SWITCHBOARD_TRUSTED_PROXIES (server.client_ip);
+        # uvicorn's own proxy handling would trust any loopback peer before we look.
+        proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
     from server.runner import DrainingServer

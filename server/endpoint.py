@@ -23,6 +23,7 @@ from server.config import Settings
 from server.outbox import SendFunction
 from server.pubsub import PubSub
 from server.socket import GOING_AWAY, Socket
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from actors.supervisor import SupervisorEvent
@@ -156,8 +157,7 @@ class Endpoint:
 
     async def stop(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+            await stop_tasks([self._sweeper])
         for socket in list(self.sockets):
             socket.close(GOING_AWAY, "server shutting down")
         if self.stats is not None:

@@ -32,9 +32,13 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining or self._loop is None or not self.started:
-            self.force_exit = self._draining
-            super().handle_exit(sig, frame)
+        # Not calling uvicorn's handler on purpose: it would re-raise the signal after the
+        # shutdown, and a drained node should exit with 0.
+        if self._draining:  # a second signal: stop now
+            self.should_exit = self.force_exit = True
+            return
+        if self._loop is None or not self.started:
+            self.should_exit = True  # still starting: nothing to drain yet
             return
         self._draining = True
         self._loop.call_soon_threadsafe(self._start_drain)

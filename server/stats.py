@@ -15,6 +15,7 @@ import orjson
 
 from actors.errors import ActorError
 from server.codec import Frame
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from server.endpoint import Endpoint
@@ -54,8 +55,7 @@ class ClusterStats:
     async def stop(self) -> None:
         self.endpoint.pubsub.unsubscribe(STATS_TOPIC, self)
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task])
 
     def deliver(self, event: str, frame: Frame) -> None:
         """A sample from another node."""

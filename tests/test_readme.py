@@ -11,7 +11,9 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
-    missing = [f.metadata["env"] for f in fields(Settings) if f"`{f.metadata['env']}`" not in README]
+    missing = [
+        f.metadata["env"] for f in fields(Settings) if f"`{f.metadata['env']}`" not in README
+    ]
     assert not missing, f"README lacks {missing}"
 
 

@@ -20,6 +20,11 @@ Tasks
     While disconnected, or when the queue is full, broadcasts are dropped and counted in
     :attr:`RedisBackend.dropped`: local fan-out has already happened, and a real-time
     message delivered minutes late is worth less than the memory it would hold.
+
+Beyond :class:`~server.pubsub.base.Backend`: ``add_status_listener``,
+``add_reconnect_listener``, ``settled()`` (wait until Redis confirmed the subscriptions
+made so far), and counters (``published``, ``received``, ``dropped``, ``malformed``,
+``reconnects``, ``queued``) for metrics.
 """
 
 from __future__ import annotations
@@ -231,8 +236,9 @@ class RedisBackend(Backend):
     def add_reconnect_listener(self, listener: ReconnectListener) -> None:
         """Call ``listener()`` after each reconnection, once every topic is resubscribed.
 
-        Broadcasts made during the outage are lost; this is the moment to resync state
-        (presence) with the other nodes.
+        Also after the first connection if Redis was down at start. Broadcasts made while
+        disconnected are lost; this is the moment to resync state (presence) with the other
+        nodes.
         """
         self._reconnect_listeners.append(listener)
 
@@ -241,6 +247,8 @@ class RedisBackend(Backend):
 
         Waits through an outage (a reconnection resubscribes everything).
         """
+        if not self._tasks:
+            raise RuntimeError("RedisBackend.settled() needs a started backend")
         future = asyncio.get_running_loop().create_future()
         self._settle_waiting.append(future)
         self._changed.set()
@@ -264,6 +272,7 @@ class RedisBackend(Backend):
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=None,
             client_name=name,
+            protocol=2,  # RESP2: pub/sub replies skip redis-py's RESP3 push-handler path
         )
         return client
 
@@ -366,8 +375,9 @@ class RedisBackend(Backend):
         while True:
             response = await parse(block=True)
             self._awaiting_pong = False
-            # Hot path: a broadcast skips redis-py's per-message dict and bookkeeping.
-            if type(response) is list and response[0] == _MESSAGE:
+            # Hot path: a broadcast skips redis-py's per-message dict and bookkeeping. (A
+            # list subclass with hiredis, which returns RESP3 pushes as PushNotification.)
+            if isinstance(response, list) and response[0] == _MESSAGE:
                 self._on_message(response[1], response[2])
             else:
                 await self._handle(pubsub, response)
@@ -376,11 +386,13 @@ class RedisBackend(Backend):
         """Dispatch one reply on the subscriber connection; returns a PING's token."""
         if response is None:
             return None
-        if type(response) is list and response[0] == _MESSAGE:
-            self._on_message(response[1], response[2])
-            return None
         message = await pubsub.handle_message(response)
-        if message is None or message["type"] != "pong":
+        if message is None:
+            return None
+        if message["type"] == "message":
+            self._on_message(message["channel"], message["data"])
+            return None
+        if message["type"] != "pong":
             return None
         token = bytes(message["data"])
         for future in self._settle_sent.pop(token, ()):
@@ -498,7 +510,7 @@ class RedisBackend(Backend):
         for topic, event, frame in batch:
             try:
                 messages.append((self._channel(topic), encode_envelope(self._node, event, frame)))
-            except UnicodeEncodeError as exc:
+            except (UnicodeEncodeError, struct.error) as exc:
                 self.dropped += 1
                 logger.warning("cannot publish on %s %s: %s", topic, event, exc)
         if not messages:

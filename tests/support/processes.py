@@ -56,7 +56,9 @@ class ServerProcess:
         return issue_token(self.secret, user_id, ttl=ttl)
 
     def socket_url(self, user_id: str, **params: str) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {"token": self.token(user_id), "vsn": "2.0.0", **params}.items())
+        query = "&".join(
+            f"{k}={v}" for k, v in {"token": self.token(user_id), "vsn": "2.0.0", **params}.items()
+        )
         return f"{self.ws_url}?{query}"
 
     def wait_for_log(self, predicate, timeout: float = 10.0) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -71,7 +73,9 @@ class ServerProcess:
                 seen = len(self.logs)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.process.poll() is not None:
-                    raise TimeoutError(f"no matching log line from node {self.node}; last: {self.logs[-5:]}")
+                    raise TimeoutError(
+                        f"no matching log line from node {self.node}; last: {self.logs[-5:]}"
+                    )
                 self._cond.wait(remaining)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -88,7 +92,9 @@ class ServerProcess:
         self._cond = threading.Condition()
 
 
-def start_server(env: dict[str, str] | None = None, host: str = "127.0.0.1", timeout: float = 20.0) -> ServerProcess:
+def start_server(
+    env: dict[str, str] | None = None, host: str = "127.0.0.1", timeout: float = 20.0
+) -> ServerProcess:
     """Start ``switchboard serve`` on a free port and return once it is listening."""
     secret = "test-secret-" + os.urandom(8).hex()
     full_env = {
@@ -101,7 +107,14 @@ def start_server(env: dict[str, str] | None = None, host: str = "127.0.0.1", tim
     }
     secret = full_env["SWITCHBOARD_SECRET"]
     process = subprocess.Popen(
-        [str(VENV_BIN / "switchboard"), "serve", "--host", host, "--port", full_env.get("SWITCHBOARD_PORT", "0")],
+        [
+            str(VENV_BIN / "switchboard"),
+            "serve",
+            "--host",
+            host,
+            "--port",
+            full_env.get("SWITCHBOARD_PORT", "0"),
+        ],
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -138,7 +151,9 @@ def start_server(env: dict[str, str] | None = None, host: str = "127.0.0.1", tim
 
 
 @contextlib.contextmanager
-def running_server(env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Iterator[ServerProcess]:
+def running_server(
+    env: dict[str, str] | None = None, host: str = "127.0.0.1"
+) -> Iterator[ServerProcess]:
     server = start_server(env, host)
     try:
         yield server
