@@ -195,6 +195,11 @@ class Presence:
             except ActorUnavailableError:
                 self._available.clear()
 
+    def resync(self) -> None:
+        """After a pub/sub outage: announce ourselves and ask every node for a snapshot."""
+        self._publish("heartbeat", {"node": self.node, "seq": self._seq})
+        self._publish("sync_request", {"node": self.node, "target": "*"})
+
     def actor_failed(self) -> None:
         """The supervisor saw the actor die; asks wait until :meth:`actor_restarted`."""
         self._available.clear()

@@ -149,6 +149,7 @@ class Endpoint:
             )
             self.actors.listeners.append(self._actor_event)
             await self.presence.start()
+        self.pubsub.backend.add_reconnect_listener(self._backend_reconnected)
         from server.stats import ClusterStats
 
         self.stats = ClusterStats(self)
@@ -167,6 +168,18 @@ class Endpoint:
         if self.actors is not None:
             await self.actors.stop()
         await self.pubsub.stop()
+
+    def _backend_reconnected(self) -> None:
+        """Broadcasts during the outage are lost: drop what the cache may hold that another
+        node invalidated meanwhile, and ask every node for its presences again."""
+        logger.info("pub/sub back: clearing the cache and resyncing presence")
+        if self.actors is not None:
+            from actors.bridge import tell
+            from actors.cache import CacheInvalidatePrefix
+
+            tell(self.actors.cache, CacheInvalidatePrefix("", propagate=False))
+        if self.presence is not None:
+            self.presence.resync()
 
     async def drain(self, period: float) -> None:
         """Stop taking sockets, then close the open ones in batches spread over ``period``.

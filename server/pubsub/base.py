@@ -55,3 +55,12 @@ class Backend(ABC):
     @abstractmethod
     def status(self) -> BackendStatus:
         """Whether the backend reaches its engine now, and if not, why."""
+
+    async def settled(self) -> None:
+        """Return once every subscribe/unsubscribe made so far is in effect on the engine."""
+        return None
+
+    def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (on the loop) after the backend reconnected and resubscribed;
+        broadcasts sent meanwhile are lost, so this is when to resync state."""
+        return None
