@@ -292,12 +292,12 @@ class Endpoint:
         send: SendFunction,
         close_transport: Callable[[int, str], None],
         admin: bool = False,
+        try_write: Callable[[Frame], bool] | None = None,
     ) -> Socket:
         socket_id = socket_id_topic(user_id)
         assigns: dict[str, object] = {"admin": True} if admin else {}
-        socket = Socket(
-            self, serial, SocketInfo(socket_id, user_id, assigns), send, close_transport
-        )
+        info = SocketInfo(socket_id, user_id, assigns)
+        socket = Socket(self, serial, info, send, close_transport, try_write)
         telemetry.execute(telemetry.CONNECT, {"count": 1}, {"user_id": user_id, "node": self.node})
         self.sockets.add(socket)
         same_id = self.sockets_by_id.setdefault(socket_id, set())

@@ -1,10 +1,12 @@
 """A bounded outbound queue per connection that writes directly while it can.
 
 A frame is written at once when nothing is queued and the transport accepts it without
-waiting. Once a write has to wait (the client reads slower than we send), a writer task
-takes over and later frames queue behind it, up to ``limit`` bytes. Past the limit the
-connection is given up (``on_overflow``): a slow client never delays the other subscribers
-of a broadcast and never makes the server's memory grow without bound.
+waiting (through ``try_write`` where the transport offers one, else by running the ASGI
+send inline until it would wait). Once a write has to wait (the client reads slower than
+we send), a writer task takes over and later frames queue behind it, up to ``limit``
+bytes. Past the limit the connection is given up (``on_overflow``): a slow client never
+delays the other subscribers of a broadcast and never makes the server's memory grow
+without bound.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Outbox:
         "limit",
         "_on_overflow",
         "_on_error",
+        "_try_write",
         "_queue",
         "_queued_bytes",
         "_writer",
@@ -41,8 +44,10 @@ class Outbox:
         limit: int,
         on_overflow: Callable[[], None],
         on_error: Callable[[BaseException], None],
+        try_write: Callable[[Frame], bool] | None = None,
     ) -> None:
         self._send = send
+        self._try_write = try_write
         self.limit = limit
         self._on_overflow = on_overflow
         self._on_error = on_error
@@ -61,12 +66,21 @@ class Outbox:
             return
         if self._writer is None:
             try:
-                rest = eager.start(self._send(frame))
+                if self._try_write is not None:
+                    if self._try_write(frame):
+                        return
+                    rest = None  # not writable now: queue it behind a writer that waits
+                else:
+                    rest = eager.start(self._send(frame))
+                    if rest is None:
+                        return
             except Exception as exc:
                 self._fail(exc)
                 return
-            if rest is not None:
-                self._writer = asyncio.get_running_loop().create_task(self._drain(rest))
+            if rest is None:
+                self._queue.append(frame)
+                self._queued_bytes += len(frame)
+            self._writer = asyncio.get_running_loop().create_task(self._drain(rest))
             return
         size = len(frame)
         if self._queued_bytes + size > self.limit:
@@ -76,9 +90,10 @@ class Outbox:
         self._queue.append(frame)
         self._queued_bytes += size
 
-    async def _drain(self, first: eager.Resumed) -> None:
+    async def _drain(self, first: eager.Resumed | None) -> None:
         try:
-            await first
+            if first is not None:
+                await first
             queue = self._queue
             while queue and not self.closed:
                 frame = queue.popleft()

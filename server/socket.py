@@ -44,6 +44,7 @@ class Socket:
         info: SocketInfo,
         send: SendFunction,
         close_transport: Callable[[int, str], None],
+        try_write: Callable[[Frame], bool] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.serial = serial
@@ -54,7 +55,9 @@ class Socket:
             max_channels=settings.max_channels,
             max_frame_size=settings.max_frame_size,
         )
-        self.outbox = Outbox(send, settings.outbox_limit, self._overflowed, self._send_failed)
+        self.outbox = Outbox(
+            send, settings.outbox_limit, self._overflowed, self._send_failed, try_write
+        )
         self.channels: dict[str, ChannelServer] = {}
         self.closed = False
         self.close_code: int | None = None

@@ -40,6 +40,7 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
 
 
 TRANSPORT_KEY = "switchboard.transport"
+PROTOCOL_KEY = "switchboard.protocol"
 
 
 class CaptureTransport:
@@ -57,10 +58,83 @@ class CaptureTransport:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            protocol = getattr(send, "__self__", None)
+            transport = getattr(protocol, "transport", None)
             if transport is not None and hasattr(transport, "abort"):
                 scope[TRANSPORT_KEY] = transport
+                scope[PROTOCOL_KEY] = protocol
         await self.app(scope, receive, send)
+
+
+_last_frame: list[Any] = [None, b""]  # (frame, its WebSocket encoding): one broadcast, N writes
+
+
+def _ws_frame(frame: Frame) -> bytes:
+    """The unmasked server-to-client WebSocket frame (FIN, text or binary) for ``frame``."""
+    if frame is _last_frame[0]:
+        return _last_frame[1]  # type: ignore[no-any-return]
+    if type(frame) is str:
+        payload, opcode = frame.encode(), 0x81
+    else:
+        payload, opcode = frame, 0x82  # type: ignore[assignment]
+    size = len(payload)
+    if size < 126:
+        header = bytes((opcode, size))
+    elif size < 65536:
+        header = bytes((opcode, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((opcode, 127)) + size.to_bytes(8, "big")
+    wire = header + payload
+    _last_frame[0], _last_frame[1] = frame, wire
+    return wire
+
+
+class _DirectWriter:
+    """Writes whole frames straight to the TCP transport, bypassing the ASGI send chain.
+
+    Four coroutine layers per frame (Starlette, its exception wrapper, uvicorn, the
+    WebSocket state machine) cost as much as the rest of a broadcast; a broadcast's frame
+    bytes are built once and written to every subscriber. Used only where the server is
+    uvicorn's websockets protocol with no extension (compression) negotiated; a frame is
+    written only while the connection is open and its transport not paused, otherwise the
+    outbox queues it and the ASGI path sends it once the transport drains.
+    """
+
+    __slots__ = ("protocol", "transport", "writable", "conn", "open_state")
+
+    def __init__(self, protocol: Any) -> None:
+        from websockets.protocol import State
+
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.writable = protocol.writable
+        self.conn = protocol.conn
+        self.open_state = State.OPEN
+
+    @classmethod
+    def for_scope(cls, scope: Any) -> _DirectWriter | None:
+        protocol = scope.get(PROTOCOL_KEY)
+        if protocol is None:
+            return None
+        conn = getattr(protocol, "conn", None)
+        if not (
+            isinstance(getattr(protocol, "writable", None), asyncio.Event)
+            and hasattr(protocol, "close_sent")
+            and conn is not None
+            and hasattr(conn, "state")
+            and not getattr(conn, "extensions", True)
+        ):
+            return None
+        return cls(protocol)
+
+    def try_write(self, frame: Frame) -> bool:
+        if not self.writable.is_set():
+            return False  # paused: the slow path waits for it to drain
+        protocol = self.protocol
+        if protocol.close_sent or protocol.disconnected or self.conn.state is not self.open_state:
+            raise ConnectionResetError("connection is closing")
+        self.transport.write(_ws_frame(frame))
+        return True
 
 
 class _Connection:
@@ -144,8 +218,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         raise
 
     connection = _Connection(websocket, asyncio.current_task())
+    writer = _DirectWriter.for_scope(websocket.scope)
     socket = endpoint.open_socket(
-        admission.serial, identity.user_id, connection.send, connection.close, admin=identity.admin
+        admission.serial,
+        identity.user_id,
+        connection.send,
+        connection.close,
+        admin=identity.admin,
+        try_write=writer.try_write if writer is not None else None,
     )
     receive = websocket.receive
     try:
