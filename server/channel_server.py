@@ -56,7 +56,7 @@ class ChannelServer:
         self.state = JOINING
         self._intercept = channel_class.intercept
         self._outbox = socket.outbox
-        self._mailbox: deque[tuple[Any, ...]] = deque()
+        self._mailbox: deque[tuple[Any, ...]] | None = None  # made when a message must wait
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.tracks_presence = False
@@ -126,19 +126,28 @@ class ChannelServer:
     def _post(self, item: tuple[Any, ...]) -> None:
         if self.state == STOPPED:
             return
-        self._mailbox.append(item)
-        if not self._busy:
-            self._run()
+        if self._busy:
+            if self._mailbox is None:
+                self._mailbox = deque()
+            self._mailbox.append(item)
+        else:
+            self._run(item)
 
-    def _run(self) -> None:
+    def _run(self, item: tuple[Any, ...] | None = None) -> None:
+        """Handle ``item`` and then the mailbox, inline, until a handler has to wait."""
         self._busy = True
-        mailbox = self._mailbox
-        while mailbox and self.state != STOPPED:
-            rest = eager.start(self._handle(mailbox.popleft()))
+        while self.state != STOPPED:
+            if item is None:
+                if not self._mailbox:
+                    break
+                item = self._mailbox.popleft()
+            rest = eager.start(self._handle(item))
+            item = None
             if rest is not None:
                 self._task = asyncio.get_running_loop().create_task(self._resume(rest))
                 return
-        mailbox.clear()
+        if self._mailbox:
+            self._mailbox.clear()
         self._busy = False
         if self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
@@ -284,7 +293,8 @@ class ChannelServer:
             return
         was_joined = self.state == JOINED
         self.state = STOPPED
-        self._mailbox.clear()
+        if self._mailbox:
+            self._mailbox.clear()
         if was_joined:
             self.endpoint.pubsub.unsubscribe(self.topic, self)
         self.socket.channel_stopped(self, was_joined)
@@ -313,7 +323,8 @@ class ChannelServer:
         if was_joined:
             self.endpoint.pubsub.unsubscribe(self.topic, self)
         self.state = STOPPED
-        self._mailbox.clear()
+        if self._mailbox:
+            self._mailbox.clear()
         self.socket.channel_stopped(self, was_joined)
         self._forget_presence()
         if self._task is not None:

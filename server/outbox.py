@@ -51,7 +51,7 @@ class Outbox:
         self.limit = limit
         self._on_overflow = on_overflow
         self._on_error = on_error
-        self._queue: deque[Frame] = deque()
+        self._queue: deque[Frame] | None = None  # made on first use: an empty deque is ~600 B
         self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
@@ -78,8 +78,7 @@ class Outbox:
                 self._fail(exc)
                 return
             if rest is None:
-                self._queue.append(frame)
-                self._queued_bytes += len(frame)
+                self._enqueue(frame)
             self._writer = asyncio.get_running_loop().create_task(self._drain(rest))
             return
         size = len(frame)
@@ -87,15 +86,20 @@ class Outbox:
             self.close()
             self._on_overflow()
             return
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: Frame) -> None:
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(frame)
-        self._queued_bytes += size
+        self._queued_bytes += len(frame)
 
     async def _drain(self, first: eager.Resumed | None) -> None:
         try:
             if first is not None:
                 await first
             queue = self._queue
-            while queue and not self.closed:
+            while queue and not self.closed:  # None (nothing was queued) is falsy too
                 frame = queue.popleft()
                 self._queued_bytes -= len(frame)
                 await self._send(frame)
@@ -111,7 +115,8 @@ class Outbox:
         if self.closed:
             return
         self.closed = True
-        self._queue.clear()
+        if self._queue is not None:
+            self._queue.clear()
         self._queued_bytes = 0
         if self._writer is not None:
             self._writer.cancel()

@@ -72,6 +72,16 @@ class _Channel:
 class SocketProtocol:
     """Protocol state of one socket: which topics are joined under which join_ref."""
 
+    __slots__ = (
+        "_matches",
+        "max_channels",
+        "max_frame_size",
+        "_channels",
+        "_closing",
+        "_events",
+        "_frames",
+    )
+
     def __init__(
         self,
         matches: Callable[[str], bool],

@@ -37,6 +37,22 @@ RATE_LIMITED = {"reason": "rate_limited"}
 
 
 class Socket:
+    __slots__ = (
+        "endpoint",
+        "serial",
+        "info",
+        "protocol",
+        "outbox",
+        "channels",
+        "closed",
+        "close_code",
+        "last_seen",
+        "_close_transport",
+        "_join_bucket",
+        "_push_bucket",
+        "_rejected_in_a_row",
+    )
+
     def __init__(
         self,
         endpoint: Endpoint,

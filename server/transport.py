@@ -39,6 +39,7 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     return origin.rstrip("/") in allowed or "*" in allowed
 
 
+SOCKET_PATH = "/socket/websocket"
 TRANSPORT_KEY = "switchboard.transport"
 PROTOCOL_KEY = "switchboard.protocol"
 
@@ -63,6 +64,12 @@ class CaptureTransport:
             if transport is not None and hasattr(transport, "abort"):
                 scope[TRANSPORT_KEY] = transport
                 scope[PROTOCOL_KEY] = protocol
+            if scope["path"] == SOCKET_PATH:
+                # Straight to the endpoint: every layer between here and the route would keep
+                # a suspended frame for the socket's whole life (~4 KiB per connection), and
+                # none of them (HTTP headers, HTTP limits, exception pages) applies to it.
+                await websocket_endpoint(WebSocket(scope, receive, send))
+                return
         await self.app(scope, receive, send)
 
 
@@ -171,6 +178,16 @@ class _Connection:
                 self.task.cancel()
 
 
+def _release_handshake(scope: Any) -> None:
+    """uvicorn keeps the handshake's request and response (with all their headers, ~3 KiB)
+    for the connection's life though only the handshake uses them: let them go."""
+    protocol = scope.get(PROTOCOL_KEY)
+    if protocol is not None and getattr(protocol, "handshake_complete", False):
+        for name in ("request", "response"):
+            if getattr(protocol, name, None) is not None:
+                setattr(protocol, name, None)
+
+
 def _reset(transport: Any) -> None:
     """Abort with a TCP reset: with SO_LINGER 0 the kernel drops the unsent data at once,
     where a plain close would keep the socket (and its buffers) to flush into a zero window."""
@@ -217,6 +234,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         endpoint.release(admission.serial)
         raise
 
+    _release_handshake(websocket.scope)
     connection = _Connection(websocket, asyncio.current_task())
     writer = _DirectWriter.for_scope(websocket.scope)
     socket = endpoint.open_socket(
