@@ -1,0 +1,153 @@
+"use strict"
+// A Node process holding phoenix.js clients for the cluster tests, driven by JSON lines on
+// stdin; it reports every callback as one JSON line on stdout.
+//
+// Usage: node agent.js ws://127.0.0.1:PORT/socket   (the nginx in front of the cluster)
+//
+// Each client's WebSocket binds its own loopback source address (127.0.0.N), so nginx's
+// `hash $remote_addr consistent` spreads clients over the nodes as it would spread real ones.
+// Commands (`id` names a client, `topic` one of its channels):
+//   {op: "connect", id, token, addr}        Socket with the default reconnect backoff
+//   {op: "join", id, topic}                  channel + Presence; shouts are recorded
+//   {op: "leave", id, topic}
+//   {op: "push", id, topic, event, payload, seq}   -> {ev: "reply", seq, status, response}
+//   {op: "shout_every", id, topic, ms, from} numbered shouts {from, n: 1, 2, ...} every ms
+//   {op: "stop_shouting", id}                -> {ev: "shouting_stopped", id, last}
+//   {op: "list", id, topic, seq}             -> {ev: "list", seq, list}
+//   {op: "disconnect", id}                   socket.disconnect()
+//   {op: "exit"}
+// Events: open {conn}, close {code, reason}, error, join {topic, status, joinRef} (every join
+// and rejoin), shout {topic, from, n, joinRef}, presence_join / presence_leave {topic, key,
+// current, joined|left}, sync {topic, list}, frame {topic, event, joinRef, data} for every
+// presence_state and presence_diff frame received.
+
+const readline = require("readline")
+const WebSocket = require("ws")
+const {Socket, Presence} = require("phoenix")
+
+const endpoint = process.argv[2]
+const clients = new Map()
+const t0 = Date.now()
+
+function emit(event){
+  process.stdout.write(JSON.stringify({t: Date.now() - t0, ...event}) + "\n")
+}
+
+function listOf(presence){
+  return presence.list((key, pres) => ({key, metas: pres.metas}))
+}
+
+/** A `ws` WebSocket bound to `addr` that reports presence frames before phoenix.js sees them. */
+function boundTransport(id, addr){
+  let connections = 0
+  return class BoundWebSocket extends WebSocket {
+    constructor(url, protocols){
+      super(url, protocols, {localAddress: addr})
+      this._conn = ++connections
+      this.on("message", (data, isBinary) => {
+        if(isBinary){ return }
+        const frame = JSON.parse(data.toString("utf8"))
+        if(frame[3] === "presence_state" || frame[3] === "presence_diff"){
+          emit({ev: "frame", id, conn: this._conn, topic: frame[2], event: frame[3], joinRef: frame[0], data: frame[4]})
+        }
+      })
+    }
+  }
+}
+
+function client(id){
+  const found = clients.get(id)
+  if(!found){ throw new Error(`no client ${id}`) }
+  return found
+}
+
+function channelOf(id, topic){
+  const found = client(id).channels.get(topic)
+  if(!found){ throw new Error(`client ${id} has no channel ${topic}`) }
+  return found
+}
+
+const commands = {
+  connect({id, token, addr}){
+    const socket = new Socket(endpoint, {transport: boundTransport(id, addr), params: {token}})
+    let opened = 0
+    socket.onOpen(() => emit({ev: "open", id, conn: ++opened}))
+    socket.onClose(event => emit({ev: "close", id, code: event.code, reason: String(event.reason || "")}))
+    socket.onError(error => emit({ev: "error", id, message: String(error && error.message || error)}))
+    clients.set(id, {socket, channels: new Map(), shouter: null})
+    socket.connect()
+  },
+
+  join({id, topic}){
+    const {socket, channels} = client(id)
+    const channel = socket.channel(topic)
+    const presence = new Presence(channel)
+    presence.onJoin((key, current, joined) =>
+      emit({ev: "presence_join", id, topic, key, current: current || null, joined}))
+    presence.onLeave((key, current, left) =>
+      emit({ev: "presence_leave", id, topic, key, current, left}))
+    presence.onSync(() => emit({ev: "sync", id, topic, list: listOf(presence)}))
+    channel.on("shout", payload =>
+      emit({ev: "shout", id, topic, from: payload.from, n: payload.n, joinRef: channel.joinRef()}))
+    channels.set(topic, {channel, presence})
+    // The hooks stay on the join push, so they fire again on every rejoin.
+    const reply = status => response =>
+      emit({ev: "join", id, topic, status, response, joinRef: channel.joinRef()})
+    channel.join().receive("ok", reply("ok")).receive("error", reply("error")).receive("timeout", reply("timeout"))
+  },
+
+  leave({id, topic}){
+    const {channel} = channelOf(id, topic)
+    const reply = status => () => emit({ev: "left", id, topic, status})
+    channel.leave().receive("ok", reply("ok")).receive("timeout", reply("timeout"))
+    client(id).channels.delete(topic)
+  },
+
+  push({id, topic, event, payload, seq}){
+    const {channel} = channelOf(id, topic)
+    const reply = status => response => emit({ev: "reply", id, topic, seq, status, response})
+    channel.push(event, payload || {}).receive("ok", reply("ok")).receive("error", reply("error")).receive("timeout", reply("timeout"))
+  },
+
+  shout_every({id, topic, ms, from}){
+    const state = client(id)
+    const {channel} = channelOf(id, topic)
+    let n = 0
+    state.shouter = {timer: setInterval(() => channel.push("shout", {from, n: ++n}), ms), last: () => n}
+  },
+
+  stop_shouting({id}){
+    const state = client(id)
+    clearInterval(state.shouter.timer)
+    emit({ev: "shouting_stopped", id, last: state.shouter.last()})
+    state.shouter = null
+  },
+
+  list({id, topic, seq}){
+    const {presence} = channelOf(id, topic)
+    emit({ev: "list", id, topic, seq, list: listOf(presence)})
+  },
+
+  disconnect({id}){
+    client(id).socket.disconnect()
+  },
+
+  exit(){
+    process.exit(0)
+  },
+}
+
+const input = readline.createInterface({input: process.stdin})
+input.on("line", line => {
+  if(!line.trim()){ return }
+  const command = JSON.parse(line)
+  try {
+    commands[command.op](command)
+  } catch(error){
+    emit({ev: "agent_error", id: command.id || null, op: command.op, message: String(error.stack || error)})
+  }
+})
+input.on("close", () => process.exit(0))
+process.on("uncaughtException", error => {
+  emit({ev: "agent_error", id: null, message: String(error.stack || error)})
+})
