@@ -23,6 +23,7 @@ from server.auth import issue_token
 from server.config import Settings
 from server.endpoint import Endpoint
 from server.http_limits import HttpRateLimit
+from server.logs import RequestId
 from server.metrics import NodeMetrics
 from server.pubsub import PubSub, backend_from_url
 from server.routes import api, health, testing
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         routes.extend(testing.routes)
     middleware = [
         Middleware(CaptureTransport),
+        Middleware(RequestId),
         Middleware(SecurityHeaders, hsts=settings.profile == "prod"),
         Middleware(HttpRateLimit),
     ]

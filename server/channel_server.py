@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.errors import ActorError, ActorTimeoutError
 from channels.channel import NOREPLY, Channel, Reply, Stop
-from server import codec, eager, telemetry
+from server import codec, eager, logs, telemetry
 from server.codec import Frame, Message, Payload
 
 if TYPE_CHECKING:
@@ -172,6 +172,10 @@ class ChannelServer:
 
     async def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
+        # Restored by value, not by token: this may start inline and finish in a task,
+        # whose context is a copy where the token would not be valid.
+        previous_topic = logs.topic.get()
+        logs.topic.set(self.topic)
         try:
             if kind == "in":
                 message: Message = item[1]
@@ -210,6 +214,8 @@ class ChannelServer:
         except Exception:
             logger.exception("channel %s crashed in %s", self.topic, kind)
             await self._stop("crash", crashed=True)
+        finally:
+            logs.topic.set(previous_topic)
         self.socket.flush()
 
     def _measure(self, event: str, seconds: float) -> None:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from server import eager
+from server import eager, logs
 from server.auth import token_from_subprotocols, verify_token
 from server.client_ip import client_ip
 from server.codec import Frame
+from server.endpoint import socket_id_topic
 from server.errors import AuthenticationError, UnsupportedVersion
 from server.protocol import negotiate_version
 
@@ -235,6 +236,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         raise
 
     _release_handshake(websocket.scope)
+    logs.socket_id.set(socket_id_topic(identity.user_id))  # this task's log lines carry it
     connection = _Connection(websocket, asyncio.current_task())
     writer = _DirectWriter.for_scope(websocket.scope)
     socket = endpoint.open_socket(
