@@ -127,6 +127,7 @@ class LocalCluster:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for_port(self.redis_port, self.redis)
 
@@ -160,6 +161,7 @@ class LocalCluster:
             stdout=log,
             stderr=log,
             cwd=ROOT,
+            start_new_session=True,
         )
         log.close()
         wait_for_port(port, process)
@@ -174,6 +176,7 @@ class LocalCluster:
             [find_binary("nginx"), "-c", str(self.run_dir / "nginx.conf"), "-p", str(self.run_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal Ctrl-C goes to the runner alone
         )
         wait_for_port(self.nginx_port, self.nginx)
 
@@ -213,6 +216,27 @@ class LocalCluster:
                 raise TimeoutError(f"{node.name} not ready after {timeout} s")
             time.sleep(0.1)
 
+    def wait_nginx_routes_to(self, nodes: list[Node], timeout: float = 10.0) -> None:
+        """nginx applies a reload asynchronously: wait until it sends requests to ``nodes``
+        (three answers in a row from one of them), so nobody is drained back onto old ones."""
+        import urllib.error
+        import urllib.request
+
+        names = {node.name for node in nodes}
+        deadline, in_a_row = time.monotonic() + timeout, 0
+        while in_a_row < 3:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/ready", timeout=2) as response:
+                    answered = json.loads(response.read()).get("node", "")
+                in_a_row = in_a_row + 1 if answered.rsplit(":", 1)[0] in names else 0
+            except (urllib.error.URLError, OSError, ValueError):
+                in_a_row = 0
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nginx still does not route to {sorted(names)} after {timeout} s"
+                )
+            time.sleep(0.02)
+
     def blue_green(self) -> list[Node]:
         """Replace every node: start a new set, wait until it is ready, point nginx at it,
         then drain the old set (SIGTERM: clients get 1012 and reconnect, through nginx, to
@@ -221,18 +245,24 @@ class LocalCluster:
         generation = 1 + max(
             (int(n.name.rsplit("-g", 1)[1]) for n in old if "-g" in n.name), default=1
         )
-        new = [self.start_node(f"{n.name.rsplit('-g', 1)[0]}-g{generation}") for n in old]
-        for node in new:
-            self.wait_ready(node)
+        new: list[Node] = []
+        try:
+            for node in old:
+                new.append(self.start_node(f"{node.name.rsplit('-g', 1)[0]}-g{generation}"))
+            for node in new:
+                self.wait_ready(node)
+        except BaseException:
+            for node in new:  # the old set keeps serving; nothing changed for clients
+                _stop_process(node.process)
+            self.nodes = old
+            raise
         self.nodes = new
         self.reload_nginx(new)
+        self.wait_nginx_routes_to(new)
         for node in old:
             node.process.send_signal(signal.SIGTERM)
         for node in old:
-            try:
-                node.process.wait(60)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
+            _stop_process(node.process, already_signalled=True)
         return new
 
     def describe(self) -> dict[str, object]:
@@ -257,6 +287,18 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+def _stop_process(
+    process: subprocess.Popen[bytes], already_signalled: bool = False, wait: float = 60
+) -> None:
+    if process.poll() is None and not already_signalled:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(wait)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 def run(nodes: int, port: int, drain_period: float) -> int:
