@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from channels import default_router
 from channels.router import Router
@@ -32,11 +33,22 @@ from server.supervision import ActorTree
 from server.transport import CaptureTransport, websocket_endpoint
 
 logger = logging.getLogger("switchboard.app")
+lifecycle = logging.getLogger("switchboard.lifecycle")
 
 # Where static/ and node_modules/ live: the checkout, or SWITCHBOARD_HOME in a container.
 ROOT = Path(os.environ.get("SWITCHBOARD_HOME") or Path(__file__).resolve().parent.parent)
 STATIC_DIR = ROOT / "static"
 PHOENIX_JS_DIR = ROOT / "node_modules" / "phoenix" / "priv" / "static"
+
+
+class SwitchboardApp(Starlette):
+    """Starlette with the request id and security headers outside its error middleware, so
+    that a 500 carries them too."""
+
+    hsts = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(RequestId(super().build_middleware_stack()), hsts=self.hsts)
 
 
 def node_id(settings: Settings) -> str:
@@ -55,7 +67,7 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await endpoint.start()
-        logger.info(
+        lifecycle.info(
             "switchboard node %s listening on http://%s:%d (profile %s, pub/sub %s)",
             node,
             settings.host,
@@ -88,13 +100,9 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
         routes.append(Route("/dev/token", _dev_token))
     if settings.profile == "test":
         routes.extend(testing.routes)
-    middleware = [
-        Middleware(CaptureTransport),
-        Middleware(RequestId),
-        Middleware(SecurityHeaders, hsts=settings.profile == "prod"),
-        Middleware(HttpRateLimit),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    middleware = [Middleware(CaptureTransport), Middleware(HttpRateLimit)]
+    app = SwitchboardApp(routes=routes, lifespan=lifespan, middleware=middleware)
+    app.hsts = settings.profile == "prod"
     app.state.endpoint = endpoint
     app.state.settings = settings
     app.state.metrics = metrics

@@ -6,11 +6,14 @@ Outside dev a secret must be given. Command-line flags override the environment.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 DEV_SECRET = "switchboard-dev-secret-do-not-use-in-production"
 PROFILES = ("dev", "test", "prod")
@@ -255,16 +258,57 @@ class Settings:
                 raise ConfigError("SWITCHBOARD_ALLOWED_ORIGINS must be set in the prod profile")
         for name in ("connect_rate", "join_rate", "push_rate", "http_rate"):
             settings.rate(name)  # raises ConfigError if malformed
+        settings._check_values()
         if settings.max_frame_size < 1024:
             raise ConfigError("SWITCHBOARD_MAX_FRAME_SIZE must be at least 1024 bytes")
         return settings
+
+    def _check_values(self) -> None:
+        """Values that parse but cannot work fail here, naming their variable."""
+
+        def bad(name: str, why: str) -> ConfigError:
+            env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+            return ConfigError(f"{env}: {why}, got {getattr(self, name)!r}")
+
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise bad("log_level", "must be debug, info, warning, error or critical")
+        if not 0 <= self.port <= 65535:
+            raise bad("port", "must be a port number from 0 to 65535")
+        if urlsplit(self.pubsub_url).scheme not in ("memory", "redis", "rediss", "unix"):
+            raise bad("pubsub_url", "must be memory://, redis://host:port/db or rediss://")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise bad(
+                    "trusted_proxies", f"{proxy!r} is not an address or CIDR network"
+                ) from None
+        for name in ("max_channels", "outbox_limit", "user_socket_limit", "flood_disconnect"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be at least 1")
+        for name in (
+            "idle_timeout",
+            "presence_heartbeat",
+            "node_timeout",
+            "actor_timeout",
+            "drain_period",
+            "shutdown_timeout",
+            "slow_handle_in_ms",
+        ):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name != "drain_period"):
+                raise bad(name, "must be a positive number")
 
     def rate(self, name: str) -> tuple[float, float]:
         """A ``burst,per_second`` setting as numbers."""
         value = getattr(self, name)
         try:
             burst, per_second = (float(part) for part in value)
-            if burst <= 0 or per_second <= 0:
+            if (
+                not (math.isfinite(burst) and math.isfinite(per_second))
+                or burst <= 0
+                or per_second <= 0
+            ):
                 raise ValueError
         except ValueError:
             env = next(f.metadata["env"] for f in fields(self) if f.name == name)

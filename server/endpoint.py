@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from server.supervision import ActorTree
 
 logger = logging.getLogger("switchboard.endpoint")
+lifecycle = logging.getLogger("switchboard.lifecycle")
 
 
 def socket_id_topic(user_id: str) -> str:
@@ -208,7 +209,7 @@ class Endpoint:
                 await asyncio.sleep(period / batches)
         if self.presence is not None:
             await self.presence.settle()
-        logger.info("drained", extra={"event": "drain_finished"})
+        lifecycle.info("drained", extra={"event": "drain_finished"})
 
     def _actor_event(self, event: SupervisorEvent) -> object:
         if event.kind == "restart":

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Context of the code that logs: set once per socket task / HTTP request / channel message.
 socket_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("socket_id", default=None)
@@ -53,31 +54,29 @@ class JsonFormatter(logging.Formatter):
 
 
 class RequestId:
-    """HTTP middleware: a request id per request (the client's ``X-Request-Id`` if sane),
+    """ASGI middleware: a request id per request (the client's ``X-Request-Id`` if sane),
     in every log line of that request and in the response header."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)  # type: ignore[operator]
+            await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")
-        rid = (
-            given if 0 < len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
-        )
-        token = request_id.set(rid)
+        sane = 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").isalnum()
+        rid = given if sane else uuid.uuid4().hex
+        # Not reset afterwards: each request runs in a task of its own, and the server logs
+        # a crash after the app has returned, when the id must still be there.
+        request_id.set(rid)
 
-        async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
-            await send(message)  # type: ignore[operator]
+            await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)  # type: ignore[operator]
-        finally:
-            request_id.reset(token)
+        await self.app(scope, receive, send_with_id)
 
 
 def configure(level: str, node: str) -> None:
@@ -90,6 +89,8 @@ def configure(level: str, node: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # Start, stop and drain are always logged: tools (and tests) wait for "listening".
+    logging.getLogger("switchboard.lifecycle").setLevel(logging.INFO)
     # uvicorn logs every WebSocket open at info: too much at 10,000 sockets.
     logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.WARNING))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

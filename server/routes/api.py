@@ -118,7 +118,9 @@ async def cache_entry(request: Request) -> Response:
         ttl = body.get("ttl") if isinstance(body, dict) else None
         if not isinstance(body, dict) or "value" not in body or body["value"] is None:
             return _error(422, 'body must be {"value": <not null>, "ttl": seconds or null}')
-        if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0):
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0
+        ):
             return _error(422, "ttl must be a positive number of seconds or null")
         await ask(target, CachePut(key, orjson.dumps(body["value"]).decode(), ttl), timeout=timeout)
         return JSONResponse({"key": key}, status_code=201)
