@@ -302,8 +302,9 @@ class Settings:
     def rate(self, name: str) -> tuple[float, float]:
         """A ``burst,per_second`` setting as numbers."""
         value = getattr(self, name)
+        parts = value[0].split(":") if len(value) == 1 else value  # "20,2" or "20:2"
         try:
-            burst, per_second = (float(part) for part in value)
+            burst, per_second = (float(part) for part in parts)
             if (
                 not (math.isfinite(burst) and math.isfinite(per_second))
                 or burst <= 0
@@ -312,9 +313,8 @@ class Settings:
                 raise ValueError
         except ValueError:
             env = next(f.metadata["env"] for f in fields(self) if f.name == name)
-            raise ConfigError(
-                f"{env} must be 'burst,per_second' with positive numbers, got {value!r}"
-            ) from None
+            why = "must be 'burst,per_second' (or burst:per_second) with positive numbers"
+            raise ConfigError(f"{env} {why}, got {value!r}") from None
         return burst, per_second
 
     @property
