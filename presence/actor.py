@@ -125,6 +125,10 @@ class PresenceActor(SupervisedActor):
         super().__init__()
         self.state = PresenceState(node)
         self._cache = cache
+        # The encoded state per topic, valid until the topic changes: joiners whose cache
+        # lookups raced each other still share one build.
+        self._encoded: dict[str, str] = {}
+        self.state_builds = 0
 
     def on_receive(self, message: Any) -> Any:
         state = self.state
@@ -175,15 +179,21 @@ class PresenceActor(SupervisedActor):
     def _frames(self, diffs: dict[str, Diff]) -> dict[str, codec.Frame]:
         frames = {}
         for topic, diff in diffs.items():
+            self._encoded.pop(topic, None)
             if self._cache is not None:
                 tell(self._cache, CacheDelete(state_cache_key(topic), propagate=False))
             frames[topic] = codec.encode_broadcast(topic, DIFF_EVENT, diff.to_payload())
         return frames
 
     def _encoded_state(self, topic: str) -> str:
-        encoded = orjson.dumps(self.state.list(topic)).decode()
-        if self._cache is not None:
-            tell(self._cache, CachePut(state_cache_key(topic), encoded))
+        encoded = self._encoded.get(topic)
+        if encoded is None:
+            if len(self._encoded) > 10_000:  # topics only ever read would pile up
+                self._encoded.clear()
+            encoded = self._encoded[topic] = orjson.dumps(self.state.list(topic)).decode()
+            self.state_builds += 1
+            if self._cache is not None:
+                tell(self._cache, CachePut(state_cache_key(topic), encoded))
         return encoded
 
     def _summary(self) -> dict[str, Any]:
@@ -196,4 +206,5 @@ class PresenceActor(SupervisedActor):
             "topics": self.state.topics(),
             "connections_by_node": by_node,
             "nodes": sorted(self.state.nodes()),
+            "state_builds": self.state_builds,
         }

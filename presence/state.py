@@ -61,7 +61,7 @@ def _str(d: Mapping[str, Any], name: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One tracked presence: a meta of ``key`` in ``topic`` owned by ``owner`` on ``node``."""
 
@@ -117,7 +117,7 @@ class Entry:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delta:
     """The change made by one local operation of ``node``, numbered ``seq`` (1, 2, ...).
 
@@ -166,7 +166,7 @@ class Delta:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Diff:
     """The ``presence_diff`` of one topic: key -> metas that joined / left."""
 

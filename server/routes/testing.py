@@ -56,6 +56,11 @@ async def restarts(request: Request) -> Response:
         status["cache"] = dataclasses.asdict(stats)
     except ActorError as exc:
         status["cache"] = {"error": str(exc)}
+    if endpoint.presence is not None:
+        try:
+            status["presence_state_builds"] = (await endpoint.presence.summary())["state_builds"]
+        except ActorError as exc:
+            status["presence_state_builds"] = str(exc)
     return JSONResponse(status)
 
 
