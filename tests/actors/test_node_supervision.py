@@ -10,20 +10,20 @@ not a sleep.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
-from tests.support.processes import ServerProcess, running_server
+from tests.support.nodes import actor_status, poll_actor_status, running_node, unique_user
+from tests.support.processes import ServerProcess
+from tests.support.wire import Wire, open_wire
 
 WAIT = 5.0
 RESTART_BUDGET = 1.0  # a crashed actor is back within this
@@ -33,16 +33,8 @@ API_KEY = "supervision-test-api-key-" + uuid.uuid4().hex
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 
 
-@contextlib.contextmanager
-def _node(env: dict[str, str]) -> Iterator[ServerProcess]:
-    with running_server({"SWITCHBOARD_API_KEY": API_KEY, **env}) as server:
-        yield server
-    # The log reader closes the node's stderr pipe once the output ends; wait for it so
-    # that no unclosed file is left to warn (warnings are errors here).
-    deadline = time.monotonic() + 5
-    stderr = server.process.stderr
-    while stderr is not None and not stderr.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
+def _node(env: dict[str, str]) -> contextlib.AbstractContextManager[ServerProcess]:
+    return running_node({"SWITCHBOARD_API_KEY": API_KEY, **env})
 
 
 @pytest.fixture(scope="module")
@@ -50,90 +42,6 @@ def server() -> Iterator[ServerProcess]:
     """Limits on (connects go through the limiter actor), short actor timeout."""
     with _node({"SWITCHBOARD_ACTOR_TIMEOUT": str(ACTOR_TIMEOUT)}) as node:
         yield node
-
-
-def _user(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:6]}"
-
-
-def _status(server: ServerProcess) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/test/actors", timeout=WAIT)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def _poll_status(
-    server: ServerProcess, what: str, done: Callable[[dict[str, Any]], bool], budget: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + budget
-    while True:
-        status = _status(server)
-        if done(status):
-            return status
-        assert time.monotonic() < deadline, f"not {what} within {budget}s: {status}"
-        time.sleep(0.02)
-
-
-class Wire:
-    """A bare Phoenix V2 client on websockets' sync API: every received frame is kept."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-        self.frames: list[list[Any]] = []
-        self._ref = 0
-        self.join_refs: dict[str, str] = {}
-
-    def _next(self) -> str:
-        self._ref += 1
-        return str(self._ref)
-
-    def join(self, topic: str, payload: Any = None) -> str:
-        ref = self._next()
-        self.join_refs[topic] = ref
-        self.connection.send(json.dumps([ref, ref, topic, "phx_join", payload or {}]))
-        return ref
-
-    def push(self, topic: str, event: str, payload: Any = None) -> str:
-        ref = self._next()
-        join_ref = self.join_refs.get(topic)
-        self.connection.send(json.dumps([join_ref, ref, topic, event, payload or {}]))
-        return ref
-
-    def heartbeat(self) -> str:
-        ref = self._next()
-        self.connection.send(json.dumps([None, ref, "phoenix", "heartbeat", {}]))
-        return ref
-
-    def wait(self, what: str, match: Callable[[list[Any]], bool], timeout: float = WAIT) -> Any:
-        for frame in self.frames:
-            if match(frame):
-                return frame
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"no frame for {what} within {timeout}s; got {self.frames[-8:]}")
-            try:
-                frame = json.loads(self.connection.recv(timeout=remaining))
-            except TimeoutError:
-                continue
-            self.frames.append(frame)
-            if match(frame):
-                return frame
-
-    def reply(self, ref: str, timeout: float = WAIT) -> Any:
-        return self.wait(
-            f"reply to ref {ref}", lambda f: f[3] == "phx_reply" and f[1] == ref, timeout
-        )
-
-    def joined(self, topic: str, timeout: float = WAIT) -> Any:
-        reply = self.reply(self.join(topic), timeout)
-        assert reply[4]["status"] == "ok", reply
-        return reply
-
-
-def _wire(stack: ExitStack, server: ServerProcess, user: str) -> Wire:
-    return Wire(stack.enter_context(connect(server.socket_url(user), open_timeout=WAIT)))
 
 
 def _state_of(wire: Wire, topic: str) -> Any:
@@ -149,13 +57,13 @@ def _state_of(wire: Wire, topic: str) -> Any:
 def test_a_crashed_actor_is_restarted_within_a_second_and_serves_again(
     server: ServerProcess, name: str
 ) -> None:
-    before = _status(server)
+    before = actor_status(server)
     assert before["healthy"], before
     old_lines = {id(entry) for entry in server.logs}
 
     response = httpx.post(f"{server.url}/test/actors/{name}/fault", timeout=WAIT)
     assert response.status_code == 200 and response.json() == {"sent": True}
-    after = _poll_status(
+    after = poll_actor_status(
         server,
         f"{name} restarted",
         lambda s: s["restarts"][name] == before["restarts"][name] + 1 and s["healthy"],
@@ -176,16 +84,16 @@ def test_a_crashed_actor_is_restarted_within_a_second_and_serves_again(
     # Every actor serves again: the limiter admits a new socket, presence tracks and lists
     # its join, the cache answers (the state lookup counts in the new cache's stats).
     topic = f"room:after-{name}-{uuid.uuid4().hex[:6]}"
-    user = _user(f"after-{name}")
+    user = unique_user(f"after-{name}")
     with ExitStack() as stack:
-        wire = _wire(stack, server, user)
+        wire = open_wire(stack, server, user)
         wire.joined(topic)
         state = _state_of(wire, topic)
         assert list(state[4]) == [user], state
         wire.joined("test:x")
         listed = wire.reply(wire.push("test:x", "presence_list", {"topic": topic}))
         assert listed[4]["status"] == "ok" and list(listed[4]["response"]) == [user], listed
-    cache = _status(server)["cache"]
+    cache = actor_status(server)["cache"]
     assert "error" not in cache, cache
     if name == "cache":
         assert cache["misses"] >= 1, "the new cache actor answered the state lookup"
@@ -200,9 +108,9 @@ def test_a_stalled_presence_actor_blocks_nothing_but_what_needs_it(server: Serve
     stall = 4.0
     room = f"room:stall-{uuid.uuid4().hex[:6]}"
     other_room = f"room:stall-other-{uuid.uuid4().hex[:6]}"
-    user = _user("staller")
+    user = unique_user("staller")
     with ExitStack() as stack:
-        wire = _wire(stack, server, user)
+        wire = open_wire(stack, server, user)
         wire.joined(room)
         _state_of(wire, room)
         wire.joined("test:x")
@@ -260,14 +168,14 @@ def test_the_supervisor_gives_up_after_too_many_restarts_and_readiness_says_so()
     with _node({}) as node:
         assert httpx.get(f"{node.url}/health/ready", timeout=WAIT).status_code == 200
         faults = 0
-        status = _status(node)
+        status = actor_status(node)
         while status["healthy"]:
             assert faults < 10, f"still healthy after {faults} faults: {status}"
             restarts = status["restarts"]["presence"]
             response = httpx.post(f"{node.url}/test/actors/presence/fault", timeout=WAIT)
             assert response.json() == {"sent": True}, response.text
             faults += 1
-            status = _poll_status(
+            status = poll_actor_status(
                 node,
                 "restarted or given up",
                 lambda s, n=restarts: not s["healthy"] or s["restarts"]["presence"] == n + 1,
@@ -299,12 +207,14 @@ def _exit_code_after_sigterm(node: ServerProcess, budget: float) -> tuple[int | 
 def test_sigterm_stops_a_node_that_served_clients_with_exit_code_0() -> None:
     with _node({"SWITCHBOARD_DRAIN_PERIOD": "1"}) as node, ExitStack() as stack:
         topic = f"room:bye-{uuid.uuid4().hex[:6]}"
-        wires = [_wire(stack, node, _user(f"bye{i}")) for i in range(3)]
+        wires = [open_wire(stack, node, unique_user(f"bye{i}")) for i in range(3)]
         for wire in wires:
             wire.joined(topic)
             _state_of(wire, topic)
         httpx.post(f"{node.url}/test/actors/cache/fault", timeout=WAIT)  # a restarted actor too
-        _poll_status(node, "cache restarted", lambda s: s["restarts"]["cache"] == 1, RESTART_BUDGET)
+        poll_actor_status(
+            node, "cache restarted", lambda s: s["restarts"]["cache"] == 1, RESTART_BUDGET
+        )
         code, elapsed = _exit_code_after_sigterm(node, budget=5.0)
         assert code == 0, f"exit code {code} after {elapsed:.1f}s (None: still running)"
 
@@ -312,18 +222,18 @@ def test_sigterm_stops_a_node_that_served_clients_with_exit_code_0() -> None:
 def test_sigterm_stops_a_node_whose_supervisor_gave_up_with_exit_code_0() -> None:
     with _node({}) as node:
         for _ in range(10):
-            status = _status(node)
+            status = actor_status(node)
             if not status["healthy"]:
                 break
             restarts = status["restarts"]["limiter"]
             httpx.post(f"{node.url}/test/actors/limiter/fault", timeout=WAIT)
-            _poll_status(
+            poll_actor_status(
                 node,
                 "restarted or given up",
                 lambda s, n=restarts: not s["healthy"] or s["restarts"]["limiter"] == n + 1,
                 RESTART_BUDGET,
             )
-        assert not _status(node)["healthy"]
+        assert not actor_status(node)["healthy"]
         code, elapsed = _exit_code_after_sigterm(node, budget=5.0)
         assert code == 0, f"exit code {code} after {elapsed:.1f}s (None: still running)"
 
@@ -333,7 +243,7 @@ def test_sigterm_stops_a_node_whose_actor_is_stuck_within_a_few_seconds() -> Non
     not daemon threads): the node gives each actor 5 s to stop, so 8 s is generous."""
     with _node({"SWITCHBOARD_DRAIN_PERIOD": "1"}) as node:
         with ExitStack() as stack:
-            wire = _wire(stack, node, _user("stuck"))
+            wire = open_wire(stack, node, unique_user("stuck"))
             wire.joined(f"room:stuck-{uuid.uuid4().hex[:6]}")
         response = httpx.post(
             f"{node.url}/test/actors/presence/stall", params={"seconds": 30}, timeout=WAIT

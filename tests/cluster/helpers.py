@@ -11,13 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +22,9 @@ import pytest
 
 from presence.tracker import node_name
 from server.auth import issue_token
-from server.devcluster import ROOT, LocalCluster, Node
+from server.devcluster import LocalCluster, Node
+from tests.support.phoenix_agent import Agent
 
-AGENT = Path(__file__).parent / "js" / "agent.js"
 API_KEY = "cluster-test-api-key-" + uuid.uuid4().hex
 WAIT = 8.0  # bound on any wait that has no tighter budget of its own
 CANDIDATES = [f"127.0.0.{n}" for n in range(2, 34)]
@@ -39,10 +36,6 @@ BASE_ENV = {
     "SWITCHBOARD_HTTP_RATE": "100000,100000",
     "SWITCHBOARD_CONNECT_RATE": "100000,100000",
 }
-
-Event = dict[str, Any]
-Listing = list[dict[str, Any]]
-
 
 # -- the cluster ------------------------------------------------------------------------------
 
@@ -212,184 +205,12 @@ def addresses_by_node(
 # -- phoenix.js clients -------------------------------------------------------------------------
 
 
-class Agent:
-    """One Node process holding phoenix.js clients; ``events`` is everything it reported."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        node_binary = shutil.which("node")
-        if node_binary is None:
-            pytest.fail("node is not installed")
-        if not (ROOT / "node_modules" / "phoenix").is_dir():
-            pytest.fail("node_modules lacks phoenix: run `npm ci` in the repository root")
-        self.cluster = cluster
-        self.events: list[Event] = []
-        self.stderr: list[str] = []
-        self.users: dict[str, str] = {}
-        self._seq = 0
-        self._changed = threading.Condition()
-        self.process = subprocess.Popen(
-            [node_binary, str(AGENT), f"ws://127.0.0.1:{cluster.nginx_port}/socket"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._readers = [
-            threading.Thread(target=self._read_events, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read_events(self) -> None:
-        assert self.process.stdout is not None
-        with self.process.stdout:
-            for line in self.process.stdout:
-                event = json.loads(line)
-                with self._changed:
-                    self.events.append(event)
-                    self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        with self.process.stderr:
-            for line in self.process.stderr:
-                self.stderr.append(line)
-
-    def send(self, op: str, **fields: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
-        self.process.stdin.flush()
-
-    def wait_until(self, what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-        """Block until ``check()`` (run under the lock) returns something truthy."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                errors = [e for e in self.events if e["ev"] == "agent_error"]
-                assert not errors, f"the Node agent failed: {errors}"
-                result = check()
-                if result:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.process.poll() is not None:
-                    tail = json.dumps(self.events[-15:], indent=1)
-                    pytest.fail(
-                        f"timed out after {timeout}s waiting for {what}\nlast events: {tail}\n"
-                        f"stderr: {''.join(self.stderr)[-2000:]}",
-                        pytrace=False,
-                    )
-                self._changed.wait(remaining)
-
-    def wait_event(
-        self, what: str, match: Callable[[Event], bool], since: int = 0, timeout: float = WAIT
-    ) -> Event:
-        def check() -> Event | None:
-            return next((e for e in self.events[since:] if match(e)), None)
-
-        return self.wait_until(what, check, timeout)  # type: ignore[no-any-return]
-
-    def mark(self) -> int:
-        with self._changed:
-            return len(self.events)
-
-    def of(self, id: str, ev: str, since: int = 0, **match: Any) -> list[Event]:
-        with self._changed:
-            return [
-                e
-                for e in self.events[since:]
-                if e["id"] == id and e["ev"] == ev and all(e.get(k) == v for k, v in match.items())
-            ]
-
-    # -- client operations
-
-    def connect(self, id: str, user: str, addr: str, wait: bool = True) -> None:
-        self.users[id] = user
-        since = self.mark()
-        token = issue_token(self.cluster.secret, user)
-        self.send("connect", id=id, token=token, addr=addr)
-        if wait:
-            self.wait_event(f"{id} open", lambda e: e["ev"] == "open" and e["id"] == id, since)
-
-    def join(self, id: str, topic: str, wait: bool = True) -> Event | None:
-        since = self.mark()
-        self.send("join", id=id, topic=topic)
-        if not wait:
-            return None
-        reply = self.wait_event(
-            f"{id} join reply",
-            lambda e: e["ev"] == "join" and e["id"] == id and e["topic"] == topic,
-            since,
-        )
-        assert reply["status"] == "ok", reply
-        return reply
-
-    def push(self, id: str, topic: str, event: str, payload: Any = None) -> Event:
-        self._seq += 1
-        seq = self._seq
-        self.send("push", id=id, topic=topic, event=event, payload=payload or {}, seq=seq)
-        return self.wait_event(  # type: ignore[no-any-return]
-            f"{id} reply to {event}", lambda e: e["ev"] == "reply" and e.get("seq") == seq
-        )
-
-    def shout(self, id: str, topic: str, n: int) -> None:
-        """A ``shout`` (no reply; every member, sender included, gets it once)."""
-        self.send("push", id=id, topic=topic, event="shout", payload={"from": id, "n": n}, seq=0)
-
-    def list(self, id: str, topic: str) -> Listing:
-        self._seq += 1
-        seq = self._seq
-        self.send("list", id=id, topic=topic, seq=seq)
-        event = self.wait_event(
-            f"{id} list", lambda e: e["ev"] == "list" and e["id"] == id and e["seq"] == seq
-        )
-        return list(event["list"])
-
-    def wait_list(
-        self,
-        id: str,
-        topic: str,
-        want: Callable[[Listing], bool],
-        what: str,
-        timeout: float = WAIT,
-        since: int = 0,
-    ) -> Listing:
-        """Wait until the client's latest onSync list (since ``since``) satisfies ``want``."""
-
-        def check() -> Listing | None:
-            syncs = [
-                e
-                for e in self.events[since:]
-                if e["id"] == id and e["ev"] == "sync" and e["topic"] == topic
-            ]
-            if syncs and want(syncs[-1]["list"]):
-                return list(syncs[-1]["list"])
-            return None
-
-        return self.wait_until(f"{id}: {what}", check, timeout)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self.send("exit")
-        if self.process.stdin is not None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        for reader in self._readers:
-            reader.join(5)
-
-
 @contextlib.contextmanager
 def agent_for(cluster: LocalCluster) -> Iterator[Agent]:
-    agent = Agent(cluster)
+    """An agent whose clients connect through the cluster's nginx (with the default
+    reconnect backoff) and bind the source addresses they are given."""
+    endpoint = f"ws://127.0.0.1:{cluster.nginx_port}/socket"
+    agent = Agent(endpoint, lambda user: issue_token(cluster.secret, user), wait=WAIT)
     try:
         yield agent
     finally:
@@ -399,25 +220,8 @@ def agent_for(cluster: LocalCluster) -> Iterator[Agent]:
 # -- presence lists -----------------------------------------------------------------------------
 
 
-def shape(listing: Listing) -> dict[str, int]:
-    """key -> number of metas."""
-    return {entry["key"]: len(entry["metas"]) for entry in listing}
-
-
-def refs(listing: Listing) -> dict[str, list[str]]:
-    return {entry["key"]: sorted(m["phx_ref"] for m in entry["metas"]) for entry in listing}
-
-
-def has_shape(want: dict[str, int]) -> Callable[[Listing], bool]:
-    return lambda listing: shape(listing) == want
-
-
 def one_each(users: list[str]) -> dict[str, int]:
     return dict.fromkeys(users, 1)
-
-
-def uid(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:6]}"
 
 
 def diff_refs(agent: Agent, id: str, topic: str, side: str, since: int = 0) -> Counter[str]:

@@ -36,21 +36,18 @@ from server.devcluster import ROOT, LocalCluster, Node, free_port
 from tests.cluster.helpers import (
     CANDIDATES,
     WAIT,
-    Agent,
     addresses_by_node,
     agent_for,
-    has_shape,
     log_events,
     one_each,
     presences,
-    refs,
     running_cluster,
     runtime,
-    shape,
     sockets_by_user,
-    uid,
     wait_for,
 )
+from tests.support.nodes import unique_user
+from tests.support.phoenix_agent import Agent, has_shape, refs, shape
 
 DRAIN_PERIOD = 1.0
 SHUTDOWN_TIMEOUT = 10.0
@@ -113,7 +110,7 @@ def test_blue_green_switch_moves_every_client_to_the_new_nodes_and_leaves_none_b
         }
         ids = list(placement)
         for id, (_, address) in placement.items():
-            agent.connect(id, uid(id), address)
+            agent.connect(id, unique_user(id), address)
         wait_for(
             "every client on its old node",
             lambda: all(
@@ -121,7 +118,7 @@ def test_blue_green_switch_moves_every_client_to_the_new_nodes_and_leaves_none_b
                 for id, (name, _) in placement.items()
             ),
         )
-        room = f"room:{uid('bluegreen')}"
+        room = f"room:{unique_user('bluegreen')}"
         for id in ids:
             agent.join(id, room)
         everyone = one_each([agent.users[id] for id in ids])
@@ -226,7 +223,7 @@ def test_blue_green_switch_moves_every_client_to_the_new_nodes_and_leaves_none_b
         # A brand new client, through nginx, lands on a new node and works.
         used = {address for _, address in placement.values()}
         fresh_address = next(a for a in CANDIDATES if a not in used)
-        agent.connect("fresh", uid("fresh"), fresh_address)
+        agent.connect("fresh", unique_user("fresh"), fresh_address)
         agent.join("fresh", room)
         fresh_user = agent.users["fresh"]
         located = wait_for(
@@ -404,7 +401,7 @@ def test_sigusr1_makes_the_cluster_runner_switch_blue_green_and_sigint_stops_eve
         started.update(descendants(runner.pid))
         assert serving_node(first) == "node1"
 
-        ws = open_socket(first, uid("raw"))
+        ws = open_socket(first, unique_user("raw"))
         with ws:
             heartbeat(ws, "1")
             os.kill(runner.pid, signal.SIGUSR1)
@@ -428,7 +425,7 @@ def test_sigusr1_makes_the_cluster_runner_switch_blue_green_and_sigint_stops_eve
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value
 
         assert serving_node(second) == "node1-g2"
-        with open_socket(second, uid("fresh")) as fresh:
+        with open_socket(second, unique_user("fresh")) as fresh:
             heartbeat(fresh, "1")
             fresh.send(json.dumps(["1", "2", "room:lobby", "phx_join", {}]))
             reply = json.loads(fresh.recv(timeout=WAIT))

@@ -22,25 +22,21 @@ from server.auth import issue_token
 from server.devcluster import LocalCluster, Node
 from tests.cluster.helpers import (
     WAIT,
-    Agent,
     addresses_by_node,
-    agent_for,
     api,
     by_name,
     diff_refs,
-    has_shape,
     one_each,
     presences,
-    refs,
     revive,
     routed_to,
     running_cluster,
     runtime,
-    shape,
     sockets_by_user,
-    uid,
     wait_for,
 )
+from tests.support.nodes import unique_user
+from tests.support.phoenix_agent import Agent, has_shape, refs, shape
 
 HEARTBEAT = 1.0  # SWITCHBOARD_PRESENCE_HEARTBEAT (default)
 NODE_TIMEOUT = 4.0  # SWITCHBOARD_NODE_TIMEOUT (default)
@@ -63,14 +59,8 @@ def whole_cluster(cluster: LocalCluster) -> None:
 
 
 @pytest.fixture
-def agent(cluster: LocalCluster) -> Iterator[Agent]:
-    with agent_for(cluster) as agent:
-        yield agent
-
-
-@pytest.fixture
 def topic() -> str:
-    return f"room:{uid('cluster')}"
+    return f"room:{unique_user('cluster')}"
 
 
 def spread(agent: Agent, cluster: LocalCluster, ids_by_node: dict[str, list[str]]) -> None:
@@ -78,7 +68,7 @@ def spread(agent: Agent, cluster: LocalCluster, ids_by_node: dict[str, list[str]
     addresses = addresses_by_node(cluster, max(len(ids) for ids in ids_by_node.values()))
     for name, ids in ids_by_node.items():
         for id, address in zip(ids, addresses[name], strict=False):
-            agent.connect(id, uid(id), address)
+            agent.connect(id, unique_user(id), address)
     expected = {agent.users[id]: [name] for name, ids in ids_by_node.items() for id in ids}
     wait_for(
         f"every client on its node: {expected}",
@@ -349,7 +339,7 @@ def _refused_status(cluster: LocalCluster, node: Node, user: str) -> int | None:
 def test_the_per_user_socket_limit_counts_the_users_sockets_on_every_node(
     cluster: LocalCluster,
 ) -> None:
-    user = uid("limited")
+    user = unique_user("limited")
     node1, node2 = by_name(cluster, "node1"), by_name(cluster, "node2")
     with connect(_socket_url(cluster, node1, user), open_timeout=WAIT):
         with connect(_socket_url(cluster, node2, user), open_timeout=WAIT):
@@ -379,17 +369,17 @@ def test_a_disconnect_broadcast_closes_the_users_sockets_on_both_nodes_with_1001
     cluster: LocalCluster, agent: Agent
 ) -> None:
     addresses = addresses_by_node(cluster, 2)
-    user = uid("kicked")
+    user = unique_user("kicked")
     agent.connect("k1", user, addresses["node1"][0])
     agent.connect("k2", user, addresses["node2"][0])
-    agent.connect("by1", uid("bystander"), addresses["node1"][1])
-    agent.connect("by2", uid("bystander"), addresses["node2"][1])
+    agent.connect("by1", unique_user("bystander"), addresses["node1"][1])
+    agent.connect("by2", unique_user("bystander"), addresses["node2"][1])
     wait_for(
         "the user has one socket on each node",
         lambda: all(sockets_by_user(n).get(user) == ["node1", "node2"] for n in cluster.nodes),
         detail=lambda: ([sockets_by_user(n) for n in cluster.nodes], agent.events),
     )
-    kick_topic = f"test:{uid('kick')}"
+    kick_topic = f"test:{unique_user('kick')}"
     agent.join("k1", kick_topic)
     since = agent.mark()
     agent.send("push", id="k1", topic=kick_topic, event="kick", payload={}, seq=0)
@@ -412,7 +402,7 @@ def test_a_disconnect_broadcast_closes_the_users_sockets_on_both_nodes_with_1001
 
 def test_a_cache_delete_on_one_node_reaches_every_node(cluster: LocalCluster) -> None:
     node1, node2 = by_name(cluster, "node1"), by_name(cluster, "node2")
-    key = f"cluster-{uid('key')}"
+    key = f"cluster-{unique_user('key')}"
     for node in (node1, node2):
         response = api(node, "PUT", f"/api/cache/{key}", json={"value": {"on": node.name}})
         assert response.status_code == 201, response.text

@@ -19,21 +19,18 @@ import pytest
 
 from server.devcluster import LocalCluster
 from tests.cluster.helpers import (
-    Agent,
     addresses_by_node,
-    agent_for,
     by_name,
     diff_refs,
-    has_shape,
     log_events,
     one_each,
     ready,
-    refs,
     running_cluster,
     sockets_by_user,
-    uid,
     wait_for,
 )
+from tests.support.nodes import unique_user
+from tests.support.phoenix_agent import Agent, has_shape, refs
 
 DRAIN_PERIOD = 2.0
 SHUTDOWN_TIMEOUT = 10.0
@@ -52,12 +49,6 @@ def cluster() -> Iterator[LocalCluster]:
         yield cluster
 
 
-@pytest.fixture
-def agent(cluster: LocalCluster) -> Iterator[Agent]:
-    with agent_for(cluster) as agent:
-        yield agent
-
-
 def shouts(agent: Agent, id: str, since: int = 0) -> list[int]:
     return [e["n"] for e in agent.of(id, "shout", since) if e["from"] == "pub"]
 
@@ -70,16 +61,16 @@ def test_draining_a_node_moves_its_clients_to_the_other_node_and_the_others_miss
     stayers, drained = ["pub", "s1", "s2"], ["d1", "d2", "d3"]
     placement = {**dict.fromkeys(stayers, "node1"), **dict.fromkeys(drained, "node2")}
     for index, id in enumerate(stayers):
-        agent.connect(id, uid(id), addresses["node1"][index])
+        agent.connect(id, unique_user(id), addresses["node1"][index])
     for index, id in enumerate(drained):
-        agent.connect(id, uid(id), addresses["node2"][index])
+        agent.connect(id, unique_user(id), addresses["node2"][index])
     wait_for(
         "every client on its node",
         lambda: all(
             sockets_by_user(node1).get(agent.users[id]) == [name] for id, name in placement.items()
         ),
     )
-    room = f"room:{uid('drain')}"
+    room = f"room:{unique_user('drain')}"
     ids = [*stayers, *drained]
     for id in ids:
         agent.join(id, room)
@@ -91,7 +82,7 @@ def test_draining_a_node_moves_its_clients_to_the_other_node_and_the_others_miss
         agent.wait_until(f"{id} gets shouts", lambda id=id: len(shouts(agent, id)) >= 3)
 
     # d1 has a slow push under way when the drain starts: it is answered before the close.
-    slow_topic = f"test:{uid('slow')}"
+    slow_topic = f"test:{unique_user('slow')}"
     agent.join("d1", slow_topic)
     agent.send("push", id="d1", topic=slow_topic, event="sleep", payload={"ms": SLOW_MS}, seq=-1)
     # Frames of one socket are read in order: once this ping is answered, the node has the

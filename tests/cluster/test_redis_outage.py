@@ -18,12 +18,9 @@ import pytest
 
 from server.devcluster import LocalCluster, Node
 from tests.cluster.helpers import (
-    Agent,
     addresses_by_node,
-    agent_for,
     api,
     by_name,
-    has_shape,
     log_events,
     one_each,
     presences,
@@ -32,9 +29,10 @@ from tests.cluster.helpers import (
     running_cluster,
     runtime,
     sockets_by_user,
-    uid,
     wait_for,
 )
+from tests.support.nodes import unique_user
+from tests.support.phoenix_agent import Agent, has_shape
 
 LEAVE_BOUND = 4.0 + 1.0 + 1.0  # node timeout + heartbeat + slack (see test_cluster.py)
 # Redis reconnects with capped backoff: at most 5 s (the RedisBackend's backoff_max)
@@ -59,12 +57,6 @@ def whole_cluster(cluster: LocalCluster) -> None:
     revive(cluster)
 
 
-@pytest.fixture
-def agent(cluster: LocalCluster) -> Iterator[Agent]:
-    with agent_for(cluster) as agent:
-        yield agent
-
-
 def shout_reaches(agent: Agent, sender: str, receivers: list[str], topic: str, n: int) -> None:
     agent.shout(sender, topic, n)
     for receiver in receivers:
@@ -81,10 +73,10 @@ def test_nodes_serve_local_clients_through_a_redis_outage_and_recover_everything
 ) -> None:
     node1, node2 = by_name(cluster, "node1"), by_name(cluster, "node2")
     addresses = addresses_by_node(cluster, 3)
-    room, side_room = f"room:{uid('outage')}", f"room:{uid('local')}"
+    room, side_room = f"room:{unique_user('outage')}", f"room:{unique_user('local')}"
     placement = {"a1": "node1", "a2": "node1", "b1": "node2", "b2": "node2"}
     for index, (id, name) in enumerate(placement.items()):
-        agent.connect(id, uid(id), addresses[name][index % 2])
+        agent.connect(id, unique_user(id), addresses[name][index % 2])
     wait_for(
         "every client on its node",
         lambda: all(
@@ -137,7 +129,7 @@ def test_nodes_serve_local_clients_through_a_redis_outage_and_recover_everything
 
     # Presence changes on node2 during the outage: b2 leaves, a new client joins there.
     agent.send("leave", id="b2", topic=room)
-    agent.connect("c", uid("c"), addresses["node2"][2])
+    agent.connect("c", unique_user("c"), addresses["node2"][2])
     agent.join("c", room)
     # The nodes no longer hear each other: after the node timeout each side's clients see
     # the other side's users leave.
@@ -198,7 +190,7 @@ def test_nodes_serve_local_clients_through_a_redis_outage_and_recover_everything
     for id in ids:
         agent.wait_list(id, room, has_shape(everyone), "the original four again")
     # A newcomer on node1 gets a presence_state (cached per topic) with everyone in it.
-    agent.connect("late", uid("late"), addresses["node1"][2])
+    agent.connect("late", unique_user("late"), addresses["node1"][2])
     agent.join("late", room)
     with_late = {**everyone, users["late"]: 1}
     agent.wait_list("late", room, has_shape(with_late), "the newcomer sees everyone")
@@ -229,10 +221,10 @@ def test_presence_changes_made_during_a_short_redis_outage_reach_the_other_node(
     """An outage shorter than the node timeout: no node-down, the dropped deltas are resynced."""
     node1, node2 = by_name(cluster, "node1"), by_name(cluster, "node2")
     addresses = addresses_by_node(cluster, 3)
-    room = f"room:{uid('short')}"
-    agent.connect("a", uid("a"), addresses["node1"][0])
+    room = f"room:{unique_user('short')}"
+    agent.connect("a", unique_user("a"), addresses["node1"][0])
     for index, id in enumerate(("b", "gone")):
-        agent.connect(id, uid(id), addresses["node2"][index])
+        agent.connect(id, unique_user(id), addresses["node2"][index])
     for id in ("a", "b", "gone"):
         agent.join(id, room)
     users = agent.users
@@ -247,7 +239,7 @@ def test_presence_changes_made_during_a_short_redis_outage_reach_the_other_node(
     # On node2, without Redis: one user leaves the room, a new one connects and joins.
     agent.send("leave", id="gone", topic=room)
     agent.wait_event("leave reply", lambda e: e["ev"] == "left" and e["id"] == "gone")
-    agent.connect("new", uid("new"), addresses["node2"][2])
+    agent.connect("new", unique_user("new"), addresses["node2"][2])
     agent.join("new", room)
     cluster.restart_redis()
     for node in (node1, node2):
@@ -270,7 +262,7 @@ def test_a_cache_delete_made_during_a_redis_outage_leaves_no_stale_value_on_othe
     """The delete's cluster-wide invalidation cannot travel while Redis is down; once it is
     back, the other node must not go on serving the deleted value (it has no TTL)."""
     node1, node2 = by_name(cluster, "node1"), by_name(cluster, "node2")
-    key = f"outage-{uid('key')}"
+    key = f"outage-{unique_user('key')}"
     for node in (node1, node2):
         response = api(node, "PUT", f"/api/cache/{key}", json={"value": "v1"})
         assert response.status_code == 201, response.text

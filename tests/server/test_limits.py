@@ -10,19 +10,19 @@ it needs, so buckets never leak between tests.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from tests.support.processes import ServerProcess, running_server
+from tests.support.nodes import running_node, unique_user
+from tests.support.processes import ServerProcess
+from tests.support.wire import open_wire
 
 WAIT = 5.0
 API_KEY = "limits-test-api-key-" + uuid.uuid4().hex
@@ -30,94 +30,8 @@ BEARER = {"Authorization": f"Bearer {API_KEY}"}
 RATE_LIMITED = {"status": "error", "response": {"reason": "rate_limited"}}
 
 
-@contextlib.contextmanager
-def _node(env: dict[str, str]) -> Iterator[ServerProcess]:
-    with running_server({"SWITCHBOARD_API_KEY": API_KEY, **env}) as server:
-        yield server
-    # The log reader closes the node's stderr pipe once the output ends; wait for it so
-    # that no unclosed file is left to warn (warnings are errors here).
-    deadline = time.monotonic() + 5
-    stderr = server.process.stderr
-    while stderr is not None and not stderr.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def _user(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:6]}"
-
-
-class Wire:
-    """A bare Phoenix V2 client on websockets' sync API: every received frame is kept."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-        self.frames: list[list[Any]] = []
-        self._ref = 0
-        self.join_refs: dict[str, str] = {}
-
-    def _next(self) -> str:
-        self._ref += 1
-        return str(self._ref)
-
-    def join(self, topic: str) -> str:
-        ref = self._next()
-        self.join_refs[topic] = ref
-        self.connection.send(json.dumps([ref, ref, topic, "phx_join", {}]))
-        return ref
-
-    def push(self, topic: str, event: str, payload: Any = None) -> str:
-        ref = self._next()
-        join_ref = self.join_refs.get(topic)
-        self.connection.send(json.dumps([join_ref, ref, topic, event, payload or {}]))
-        return ref
-
-    def wait(self, what: str, match: Callable[[list[Any]], bool], timeout: float = WAIT) -> Any:
-        for frame in self.frames:
-            if match(frame):
-                return frame
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"no frame for {what} within {timeout}s; got {self.frames[-8:]}")
-            try:
-                frame = json.loads(self.connection.recv(timeout=remaining))
-            except TimeoutError:
-                continue
-            self.frames.append(frame)
-            if match(frame):
-                return frame
-
-    def reply(self, ref: str, timeout: float = WAIT) -> Any:
-        return self.wait(
-            f"reply to ref {ref}", lambda f: f[3] == "phx_reply" and f[1] == ref, timeout
-        )
-
-    def joined(self, topic: str) -> Any:
-        reply = self.reply(self.join(topic))
-        assert reply[4]["status"] == "ok", reply
-        return reply
-
-    def closed_with(self, timeout: float = WAIT) -> int | None:
-        """Read until the server closes the connection; return its close code."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"the server did not close the socket within {timeout}s")
-            try:
-                self.frames.append(json.loads(self.connection.recv(timeout=remaining)))
-            except TimeoutError:
-                continue
-            except ConnectionClosed as exc:
-                return exc.rcvd.code if exc.rcvd is not None else None
-
-
-def _open(
-    stack: ExitStack, server: ServerProcess, user: str, headers: dict[str, str] | None = None
-) -> Wire:
-    connection = connect(server.socket_url(user), open_timeout=WAIT, additional_headers=headers)
-    return Wire(stack.enter_context(connection))
+def _node(env: dict[str, str]) -> contextlib.AbstractContextManager[ServerProcess]:
+    return running_node({"SWITCHBOARD_API_KEY": API_KEY, **env})
 
 
 def _refused(server: ServerProcess, user: str, headers: dict[str, str] | None = None) -> Any:
@@ -140,13 +54,13 @@ def _presence_api(server: ServerProcess, headers: dict[str, str] | None = None) 
 def test_the_fourth_quick_connect_from_one_ip_gets_429_with_retry_after() -> None:
     with _node({"SWITCHBOARD_CONNECT_RATE": "3,0.5"}) as node, ExitStack() as stack:
         for i in range(3):
-            _open(stack, node, _user(f"c{i}"))
-        response = _refused(node, _user("c3"))
+            open_wire(stack, node, unique_user(f"c{i}"))
+        response = _refused(node, unique_user("c3"))
         assert response.status_code == 429
         retry_after = int(response.headers["Retry-After"])
         assert 1 <= retry_after <= 2, "one token at 0.5/s is at most 2 s away"
         # Refused before the token is even read: a different user is refused all the same.
-        assert _refused(node, _user("other")).status_code == 429
+        assert _refused(node, unique_user("other")).status_code == 429
 
 
 # -- 2. sockets per user -----------------------------------------------------------------------
@@ -155,19 +69,19 @@ def test_the_fourth_quick_connect_from_one_ip_gets_429_with_retry_after() -> Non
 def test_a_user_at_the_socket_limit_gets_403_until_one_of_its_sockets_closes() -> None:
     env = {"SWITCHBOARD_USER_SOCKET_LIMIT": "2", "SWITCHBOARD_CONNECT_RATE": "1000,1000"}
     with _node(env) as node, ExitStack() as stack:
-        user = _user("limited")
+        user = unique_user("limited")
         first = stack.enter_context(connect(node.socket_url(user), open_timeout=WAIT))
-        _open(stack, node, user)
+        open_wire(stack, node, user)
         response = _refused(node, user)
         assert response.status_code == 403
         assert response.body in (b"", None), "phoenix.js expects an empty 403"
-        _open(stack, node, _user("someone-else"))  # another user is fine
+        open_wire(stack, node, unique_user("someone-else"))  # another user is fine
 
         first.close()
         deadline = time.monotonic() + WAIT
         while True:  # the server processes the close asynchronously: poll-connect, bounded
             try:
-                _open(stack, node, user)
+                open_wire(stack, node, user)
                 break
             except InvalidStatus as exc:
                 assert exc.response.status_code == 403, exc.response
@@ -183,8 +97,8 @@ def test_pushes_over_the_rate_get_rate_limited_and_a_flooding_socket_is_closed_1
     env = {"SWITCHBOARD_PUSH_RATE": "5,1", "SWITCHBOARD_FLOOD_DISCONNECT": "10"}
     topic = "room:flood"
     with _node(env) as node, ExitStack() as stack:
-        flooder = _open(stack, node, _user("flooder"))
-        bystander = _open(stack, node, _user("bystander"))
+        flooder = open_wire(stack, node, unique_user("flooder"))
+        bystander = open_wire(stack, node, unique_user("bystander"))
         flooder.joined(topic)
         bystander.joined(topic)
         join_ref = flooder.join_refs[topic]
@@ -213,7 +127,7 @@ def test_pushes_over_the_rate_get_rate_limited_and_a_flooding_socket_is_closed_1
 
 def test_the_third_quick_join_gets_rate_limited() -> None:
     with _node({"SWITCHBOARD_JOIN_RATE": "2,0.5"}) as node, ExitStack() as stack:
-        wire = _open(stack, node, _user("joiner"))
+        wire = open_wire(stack, node, unique_user("joiner"))
         wire.joined("room:j1")
         wire.joined("room:j2")
         ref = wire.join("room:j3")
@@ -221,7 +135,7 @@ def test_the_third_quick_join_gets_rate_limited() -> None:
         # The socket is not closed and a ping on a joined room is still answered.
         assert wire.reply(wire.push("room:j1", "ping", {}))[4]["status"] == "ok"
         # Another socket has its own bucket.
-        _open(stack, node, _user("other-joiner")).joined("room:j3")
+        open_wire(stack, node, unique_user("other-joiner")).joined("room:j3")
 
 
 # -- 5. HTTP API per IP ------------------------------------------------------------------------
@@ -254,8 +168,8 @@ def test_x_forwarded_for_from_an_untrusted_peer_does_not_escape_the_limits() -> 
         assert _presence_api(node).status_code == 429, "all of it was counted for 127.0.0.1"
 
         for i in range(2):
-            _open(stack, node, _user(f"x{i}"), {"X-Forwarded-For": "9.9.9.9"})
-        response = _refused(node, _user("x2"), {"X-Forwarded-For": "8.8.8.8"})
+            open_wire(stack, node, unique_user(f"x{i}"), {"X-Forwarded-For": "9.9.9.9"})
+        response = _refused(node, unique_user("x2"), {"X-Forwarded-For": "8.8.8.8"})
         assert response.status_code == 429
 
 
@@ -277,9 +191,9 @@ def test_x_forwarded_for_from_a_trusted_proxy_gives_each_client_its_own_bucket()
         assert _presence_api(node).status_code == 200, "the proxy's own bucket is untouched"
 
         for i in range(2):
-            _open(stack, node, _user(f"y{i}"), {"X-Forwarded-For": "9.9.9.9"})
-        assert _refused(node, _user("y2"), {"X-Forwarded-For": "9.9.9.9"}).status_code == 429
-        _open(stack, node, _user("y3"), {"X-Forwarded-For": "8.8.8.8"})
+            open_wire(stack, node, unique_user(f"y{i}"), {"X-Forwarded-For": "9.9.9.9"})
+        assert _refused(node, unique_user("y2"), {"X-Forwarded-For": "9.9.9.9"}).status_code == 429
+        open_wire(stack, node, unique_user("y3"), {"X-Forwarded-For": "8.8.8.8"})
 
 
 # -- 7. limits off ------------------------------------------------------------------------------
@@ -296,8 +210,8 @@ def test_with_limits_off_none_of_the_limits_apply() -> None:
         "SWITCHBOARD_HTTP_RATE": "1,0.1",
     }
     with _node(env) as node, ExitStack() as stack:
-        user = _user("unlimited")
-        wires = [_open(stack, node, user) for _ in range(4)]  # connect rate, per-user limit
+        user = unique_user("unlimited")
+        wires = [open_wire(stack, node, user) for _ in range(4)]  # connect rate, per-user limit
         wire = wires[0]
         for n in range(3):
             wire.joined(f"room:free{n}")  # join rate

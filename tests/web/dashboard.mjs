@@ -9,16 +9,13 @@
 // (PNG path). Any console error or page error fails the run, except the one network error
 // Chromium logs for the deliberately wrong admin token (HTTP 401). Exits 0 on success, 1 on a
 // failed check, 2 on overrun.
-import { chromium } from "playwright-core";
+import { check, failAfter, finish, launchChromium, SCREENSHOT, WAIT } from "./browser.mjs";
 import WebSocket from "ws";
 
 const BASE_URL = process.env.BASE_URL;
 const ADMIN_TOKEN = process.env.ADMIN_TOKEN;
 const NODE_NAME = process.env.NODE_NAME;
 const USER_TOKENS = JSON.parse(process.env.USER_TOKENS || "[]");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SCREENSHOT = process.env.SCREENSHOT || "";
-const WAIT = 10_000;
 const OVERALL = 38_000;
 const ROOM = "room:busy";
 const XSS_ROOM = "room:<img src=x onerror=window.__xss=1>";
@@ -30,16 +27,7 @@ if (!BASE_URL || !ADMIN_TOKEN || !NODE_NAME || USER_TOKENS.length < 2) {
 }
 const N = USER_TOKENS.length;
 
-const overrun = setTimeout(() => {
-  console.error(`FAIL: did not finish within ${OVERALL / 1000} s`);
-  process.exit(2);
-}, OVERALL);
-overrun.unref();
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-  console.log(`ok: ${message}`);
-}
+failAfter(OVERALL);
 
 const problems = [];
 // Chromium reports a fetch answered 401 as a console error ("Failed to load resource"); that
@@ -137,22 +125,7 @@ async function topicRow(page, topic) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: WAIT,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-dev-shm-usage",
-    ],
-  });
+  const browser = await launchChromium();
   const clients = [];
   try {
     // A fresh context is a fresh profile: empty sessionStorage, no saved passwords.
@@ -331,14 +304,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => {
-    console.log("PASS");
-    process.exit(0);
-  },
-  (err) => {
-    console.error(`FAIL: ${err.stack || err}`);
-    if (problems.length) console.error(`console/page errors: ${problems.join("; ")}`);
-    process.exit(1);
-  },
-);
+finish(main, problems);

@@ -6,12 +6,9 @@
 // BASE_URL (required), CHROMIUM (default /usr/bin/chromium), SCREENSHOT (optional PNG path).
 // Every page is served with a strict `default-src 'self'` CSP, and any console error or
 // uncaught exception fails the run. Exits 0 on success, 1 on a failed check, 2 on overrun.
-import { chromium } from "playwright-core";
+import { check, failAfter, finish, launchChromium, SCREENSHOT, WAIT } from "./browser.mjs";
 
 const BASE_URL = process.env.BASE_URL;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SCREENSHOT = process.env.SCREENSHOT || "";
-const WAIT = 10_000;
 const OVERALL = 35_000;
 const XSS = "look: <img src=x onerror=window.__xss=1> & <b>bold</b>";
 const CSP = "default-src 'self'";
@@ -21,16 +18,7 @@ if (!BASE_URL) {
   process.exit(1);
 }
 
-const overrun = setTimeout(() => {
-  console.error(`FAIL: did not finish within ${OVERALL / 1000} s`);
-  process.exit(2);
-}, OVERALL);
-overrun.unref();
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-  console.log(`ok: ${message}`);
-}
+failAfter(OVERALL);
 
 const problems = [];
 
@@ -111,22 +99,7 @@ async function onlineIs(page, names) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: WAIT,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-dev-shm-usage",
-    ],
-  });
+  const browser = await launchChromium();
   try {
     check(await cspIsEnforced(browser), `the test pages run under "${CSP}"`);
     const [alice, bob] = await Promise.all([openPage(browser, "alice"), openPage(browser, "bob")]);
@@ -186,14 +159,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => {
-    console.log("PASS");
-    process.exit(0);
-  },
-  (err) => {
-    console.error(`FAIL: ${err.stack || err}`);
-    if (problems.length) console.error(`console/page errors: ${problems.join("; ")}`);
-    process.exit(1);
-  },
-);
+finish(main, problems);

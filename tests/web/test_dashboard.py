@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.processes import ROOT, ServerProcess, running_server
+from tests.support.browser import browser_tools, run_browser_script
+from tests.support.processes import ServerProcess, running_server
 
 SCRIPT = Path(__file__).with_name("dashboard.mjs")
 PHOENIX_MJS = "/vendor/phoenix/phoenix.mjs"
@@ -64,25 +62,8 @@ def test_socket_token_is_off_without_an_admin_token(server: ServerProcess) -> No
     assert "error" in response.json()
 
 
-def _browser_tools() -> tuple[str, str]:
-    node = shutil.which("node")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    missing = []
-    if node is None:
-        missing.append("node")
-    if not Path(chromium).exists():
-        missing.append("chromium (apt-get install chromium)")
-    for package in ("playwright-core", "ws"):
-        if not (ROOT / "node_modules" / package).is_dir():
-            missing.append(f"{package} (npm ci)")
-    if missing:
-        pytest.skip("browser test needs " + ", ".join(missing) + "; scripts/test.sh installs them")
-    assert node is not None
-    return node, chromium
-
-
 def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
-    node, chromium = _browser_tools()
+    node, chromium = browser_tools("playwright-core", "ws")
     env = {"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN, "SWITCHBOARD_LIMITS": "off"}
     with running_server(env) as switchboard:
         wrong = httpx.post(
@@ -93,7 +74,6 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
 
         screenshot = tmp_path / "dashboard.png"
         script_env = {
-            **os.environ,
             "BASE_URL": switchboard.url,
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "NODE_NAME": switchboard.node,
@@ -103,15 +83,7 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             "CHROMIUM": chromium,
             "SCREENSHOT": os.environ.get("DASHBOARD_SCREENSHOT", str(screenshot)),
         }
-        result = subprocess.run(
-            [node, str(SCRIPT)],
-            cwd=ROOT,
-            env=script_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        result, output = run_browser_script(node, SCRIPT, script_env)
     assert result.returncode == 0, output
     assert "PASS" in result.stdout, output
     assert Path(script_env["SCREENSHOT"]).stat().st_size > 0

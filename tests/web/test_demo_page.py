@@ -7,16 +7,13 @@ page gets its token from /dev/token, which exists only there.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.processes import ROOT, ServerProcess, running_server
+from tests.support.browser import browser_tools, run_browser_script
+from tests.support.processes import ServerProcess, running_server
 
 SCRIPT = Path(__file__).with_name("demo_page.mjs")
 PHOENIX_MJS = "/vendor/phoenix/phoenix.mjs"
@@ -53,44 +50,15 @@ def test_dev_token_is_absent_outside_the_dev_profile(server: ServerProcess) -> N
     assert httpx.get(f"{server.url}/dev/token", params={"user": "alice"}).status_code == 404
 
 
-def _browser_tools() -> tuple[str, str]:
-    node = shutil.which("node")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    missing = []
-    if node is None:
-        missing.append("node")
-    if not Path(chromium).exists():
-        missing.append("chromium (apt-get install chromium)")
-    if not (ROOT / "node_modules" / "playwright-core").is_dir():
-        missing.append("playwright-core (npm ci)")
-    if missing:
-        pytest.skip("browser test needs " + ", ".join(missing) + "; scripts/test.sh installs them")
-    assert node is not None
-    return node, chromium
-
-
 def test_demo_page_in_a_real_browser(tmp_path: Path) -> None:
-    node, chromium = _browser_tools()
+    node, chromium = browser_tools("playwright-core")
     with running_server({"SWITCHBOARD_PROFILE": "dev"}) as dev:
         token = httpx.get(f"{dev.url}/dev/token", params={"user": "alice"})
         assert token.status_code == 200 and token.json()["user"] == "alice"
 
         screenshot = tmp_path / "demo.png"
-        env = {
-            **os.environ,
-            "BASE_URL": dev.url,
-            "CHROMIUM": chromium,
-            "SCREENSHOT": str(screenshot),
-        }
-        result = subprocess.run(
-            [node, str(SCRIPT)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        env = {"BASE_URL": dev.url, "CHROMIUM": chromium, "SCREENSHOT": str(screenshot)}
+        result, output = run_browser_script(node, SCRIPT, env)
     assert result.returncode == 0, output
     assert "PASS" in result.stdout, output
     assert screenshot.stat().st_size > 0

@@ -1,25 +1,32 @@
 "use strict"
-// A Node process holding phoenix.js clients for the cluster tests, driven by JSON lines on
-// stdin; it reports every callback as one JSON line on stdout.
+// A Node process holding phoenix.js clients, driven by JSON lines on stdin; it reports every
+// callback as one JSON line on stdout, so the Python side (tests/support/phoenix_agent.py)
+// waits on events instead of sleeping. Used by tests/presence and tests/cluster.
 //
-// Usage: node agent.js ws://127.0.0.1:PORT/socket   (the nginx in front of the cluster)
+// Usage: node agent.js <endpoint>   e.g. ws://127.0.0.1:4000/socket (a node, or the nginx in
+// front of a cluster)
 //
-// Each client's WebSocket binds its own loopback source address (127.0.0.N), so nginx's
-// `hash $remote_addr consistent` spreads clients over the nodes as it would spread real ones.
-// Commands (`id` names a client, `topic` one of its channels):
-//   {op: "connect", id, token, addr}        Socket with the default reconnect backoff
+// Each command names a client (`id`): one phoenix.js Socket (Node `ws` transport) with its
+// channels, each with its `Presence`. A client given `addr` binds its WebSocket to that
+// loopback source address (127.0.0.N), so nginx's `hash $remote_addr consistent` spreads
+// clients over the nodes as it would spread real ones.
+// Commands (`topic` one of the client's channels):
+//   {op: "connect", id, token, addr?, reconnect?}  -> open; reconnect: false turns off
+//                                            reconnects and rejoins (default backoff otherwise)
 //   {op: "join", id, topic}                  channel + Presence; shouts are recorded
-//   {op: "leave", id, topic}
+//   {op: "leave", id, topic}                 -> {ev: "left", id, topic, status}
 //   {op: "push", id, topic, event, payload, seq}   -> {ev: "reply", seq, status, response}
 //   {op: "shout_every", id, topic, ms, from} numbered shouts {from, n: 1, 2, ...} every ms
 //   {op: "stop_shouting", id}                -> {ev: "shouting_stopped", id, last}
-//   {op: "list", id, topic, seq}             -> {ev: "list", seq, list}
-//   {op: "disconnect", id}                   socket.disconnect()
-//   {op: "exit"}
-// Events: open {conn}, close {code, reason}, error, join {topic, status, joinRef} (every join
-// and rejoin), shout {topic, from, n, joinRef}, presence_join / presence_leave {topic, key,
-// current, joined|left}, sync {topic, list}, frame {topic, event, joinRef, data} for every
-// presence_state and presence_diff frame received.
+//   {op: "list", id, topic, seq}             -> {ev: "list", seq, list: [{key, metas}]}
+//   {op: "disconnect", id}                   socket.disconnect(): close frame, no phx_leave
+//   {op: "destroy", id}                      destroy the TCP connection: no close frame at all
+//   {op: "exit"}                             exit at once
+// Events: open {conn}, close {code, reason}, error, join {topic, status, response, joinRef}
+// (every join and rejoin), shout {topic, from, n, joinRef}, presence_join / presence_leave
+// {topic, key, current, joined|left}, sync {topic, list}, frame {conn, dir: "in", topic,
+// event, joinRef, data} for every presence_state and presence_diff frame received (before
+// phoenix.js sees it; `data` is the payload), agent_error. The process exits when stdin closes.
 
 const readline = require("readline")
 const WebSocket = require("ws")
@@ -37,18 +44,19 @@ function listOf(presence){
   return presence.list((key, pres) => ({key, metas: pres.metas}))
 }
 
-/** A `ws` WebSocket bound to `addr` that reports presence frames before phoenix.js sees them. */
-function boundTransport(id, addr){
+/** A `ws` WebSocket (bound to `addr` if given) that reports presence frames before phoenix.js
+ * sees them. */
+function recordingTransport(id, addr){
   let connections = 0
-  return class BoundWebSocket extends WebSocket {
+  return class RecordingWebSocket extends WebSocket {
     constructor(url, protocols){
-      super(url, protocols, {localAddress: addr})
+      super(url, protocols, addr ? {localAddress: addr} : {})
       this._conn = ++connections
       this.on("message", (data, isBinary) => {
         if(isBinary){ return }
         const frame = JSON.parse(data.toString("utf8"))
         if(frame[3] === "presence_state" || frame[3] === "presence_diff"){
-          emit({ev: "frame", id, conn: this._conn, topic: frame[2], event: frame[3], joinRef: frame[0], data: frame[4]})
+          emit({ev: "frame", id, conn: this._conn, dir: "in", topic: frame[2], event: frame[3], joinRef: frame[0], data: frame[4]})
         }
       })
     }
@@ -68,8 +76,14 @@ function channelOf(id, topic){
 }
 
 const commands = {
-  connect({id, token, addr}){
-    const socket = new Socket(endpoint, {transport: boundTransport(id, addr), params: {token}})
+  connect({id, token, addr, reconnect = true}){
+    const options = {transport: recordingTransport(id, addr), params: {token}}
+    if(!reconnect){
+      // A test that drops a connection wants the client gone, not back a moment later.
+      options.reconnectAfterMs = () => 600000
+      options.rejoinAfterMs = () => 600000
+    }
+    const socket = new Socket(endpoint, options)
     let opened = 0
     socket.onOpen(() => emit({ev: "open", id, conn: ++opened}))
     socket.onClose(event => emit({ev: "close", id, code: event.code, reason: String(event.reason || "")}))
@@ -130,6 +144,10 @@ const commands = {
 
   disconnect({id}){
     client(id).socket.disconnect()
+  },
+
+  destroy({id}){
+    client(id).socket.conn._socket.destroy()  // ws keeps its net.Socket here
   },
 
   exit(){
