@@ -50,6 +50,18 @@ Scenario A, fan-out (``fanout``)
     busy (processes and interrupts) counts as saturated; if the generator's is,
     the output says the rate is only a lower bound for the server.
 
+Scenario A on two nodes (server ``switchboard-2node``, fan-out only)
+    A private redis-server on a free loopback port and two switchboard nodes using
+    it (``SWITCHBOARD_PUBSUB_URL``, one ``SWITCHBOARD_SECRET`` made up per run,
+    ``SWITCHBOARD_NODE=bench1``/``bench2``, otherwise started like the single node).
+    Clients 0 .. N/2-1 connect to node 1 (client 0 publishes), the rest to node 2,
+    which gets every broadcast through Redis; a broadcast leaves the window when all
+    N clients have it. Each node's sockets have their own receiver
+    (``multirecv.py``), so deliveries/s, latency and lost copies are also reported
+    per node. By default both nodes and redis-server share the server core (0), the
+    one core the single node had: ``2-node/1-node per server core`` is then the
+    ratio of the two runs' deliveries/s. ``--cluster-cores`` places them otherwise.
+
 Scenario B, ping (``ping``)
     One client on an otherwise idle server sends a request and waits for the
     reply, sequentially, for ``--ping-seconds``: switchboard ``ping`` ->
@@ -75,6 +87,8 @@ import gc
 import json
 import os
 import resource
+import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -86,7 +100,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -97,7 +111,8 @@ sys.path.insert(1, str(ROOT))
 
 from flavors import Flavor, PhoenixFlavor, SocketIOFlavor, WebsocketsFlavor  # noqa: E402
 from leanws import WSClient, connect  # noqa: E402
-from receivers import EOF_MARK, Shared, make_receiver  # noqa: E402
+from multirecv import ReceiverGroup, merged_percentile_ms, shared_group  # noqa: E402
+from receivers import EOF_MARK  # noqa: E402
 
 HOST = "127.0.0.1"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -105,7 +120,8 @@ SWITCHBOARD_BIN = ROOT / ".venv" / "bin" / "switchboard"
 FULL = 85.0  # % of a core busy (processes + interrupts): it is saturated
 OTHER_LOAD = 15.0  # % of a full core taken by processes other than ours: numbers disturbed
 QUIET = 20.0  # % busy below which a core counts as idle before a run
-ALL_SERVERS = ("switchboard", "socketio", "websockets")
+CLUSTER = "switchboard-2node"  # two switchboard nodes and redis-server, fan-out only
+ALL_SERVERS = ("switchboard", CLUSTER, "socketio", "websockets")
 ALL_SCENARIOS = ("fanout", "ping", "memory")
 
 
@@ -113,17 +129,31 @@ ALL_SCENARIOS = ("fanout", "ping", "memory")
 @dataclass
 class ServerSpec:
     label: str
-    kind: str  # switchboard | socketio | websockets
+    kind: str  # switchboard | socketio | websockets | switchboard-2node (| redis: its part)
     env: dict[str, str] = field(default_factory=dict)
 
     def argv(self, port: int) -> list[str]:
         if self.kind == "switchboard":
             return [str(SWITCHBOARD_BIN), "serve", "--host", HOST, "--port", str(port)]
+        if self.kind == "redis":
+            return [
+                redis_server_bin() or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tempfile.gettempdir(),  # nothing is written there: no RDB, no AOF
+            ]
         script = HERE / "servers" / f"{self.kind}_server.py"
         return [PYTHON, str(script), "--host", HOST, "--port", str(port)]
 
     def flavor(self) -> Flavor:
-        if self.kind == "switchboard":
+        if self.kind in ("switchboard", CLUSTER):
             return PhoenixFlavor()
         if self.kind == "socketio":
             return SocketIOFlavor()
@@ -132,6 +162,16 @@ class ServerSpec:
 
 def switchboard_available() -> bool:
     return (ROOT / "server" / "cli.py").exists() and SWITCHBOARD_BIN.exists()
+
+
+def redis_server_bin() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    return next(
+        (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(p, os.X_OK)),
+        None,
+    )
 
 
 def raise_nofile() -> None:
@@ -157,6 +197,7 @@ class ServerProcess:
 
     def __init__(self, spec: ServerSpec, core: int, logdir: Path) -> None:
         self.spec = spec
+        self.core = core
         self.port = free_port()
         env = os.environ.copy()
         if spec.kind == "switchboard":
@@ -214,6 +255,30 @@ class ServerProcess:
                 await asyncio.sleep(0.05)
         if self.spec.kind == "switchboard":
             self.health = await self._get_status("/health/live")
+        elif self.spec.kind == "redis":
+            self.health = await self._redis_ping()
+            if self.health != "+PONG":
+                raise RuntimeError(f"{self.spec.label}: PING answered {self.health!r}")
+
+    async def wait_status(self, path: str, want: str = "200", timeout: float = 15.0) -> None:
+        """Until GET ``path`` answers ``want`` (``/health/ready``: pub/sub connected)."""
+        deadline = time.monotonic() + timeout
+        while (status := await self._get_status(path)) != want:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.spec.label}: {path} answered {status}, not {want}:\n{self.tail()}"
+                )
+            await asyncio.sleep(0.1)
+
+    async def _redis_ping(self) -> str:
+        try:
+            r, w = await asyncio.open_connection(HOST, self.port)
+            w.write(b"PING\r\n")
+            line = await asyncio.wait_for(r.readline(), 5)
+            w.close()
+            return line.decode(errors="replace").strip()
+        except (TimeoutError, OSError):
+            return "?"
 
     async def _get_status(self, path: str) -> str:
         try:
@@ -240,6 +305,10 @@ class ServerProcess:
             except psutil.NoSuchProcess:
                 pass
         return total
+
+    def cpu_parts(self) -> dict[str, tuple[int, float]]:
+        """Process name -> (core it is pinned to, CPU seconds so far)."""
+        return {self.spec.label: (self.core, self.cpu_seconds())}
 
     def rss(self) -> int:
         total = 0
@@ -350,37 +419,52 @@ def _core_times(core: int) -> tuple[float, float, float]:
     return float(busy), float(irq), float(idle)
 
 
+class CpuSource(Protocol):
+    """A server (``ServerProcess``) or several (``Cluster``) whose CPU a Meter measures."""
+
+    def cpu_parts(self) -> dict[str, tuple[int, float]]: ...
+
+
 class Meter:
     """CPU of both sides over one interval, and what else ran on their cores."""
 
-    def __init__(self, sp: ServerProcess, server_core: int, gen_core: int) -> None:
+    def __init__(self, sp: CpuSource, server_core: int, gen_core: int) -> None:
         self.sp = sp
         self.cores = (server_core, gen_core)
         self.wall = perf_counter()
         t = os.times()
         self.gen = t.user + t.system
         self.gen_sys = t.system
-        self.srv = sp.cpu_seconds()
+        self.parts = sp.cpu_parts()
         self.core0 = [_core_times(c) for c in self.cores]
 
     def stop(self) -> dict[str, float]:
+        """Percentages of a core; ``cpu:<name>`` for each server process when there are
+        several (a process pinned to a core counts as ours in that core's other load)."""
         wall = perf_counter() - self.wall
         t = os.times()
         gen = (t.user + t.system - self.gen) / wall * 100
         gen_sys = (t.system - self.gen_sys) / wall * 100
-        srv = (self.sp.cpu_seconds() - self.srv) / wall * 100
+        parts = {
+            name: (core, (cpu - self.parts[name][1]) / wall * 100)
+            for name, (core, cpu) in self.sp.cpu_parts().items()
+        }
+        srv = sum(pc for _, pc in parts.values())
+        on_core = [sum(pc for c, pc in parts.values() if c == core) for core in self.cores]
         core1 = [_core_times(c) for c in self.cores]
         d = [
             [(x1 - x0) / wall * 100 for x0, x1 in zip(c0, c1, strict=True)]
             for c0, c1 in zip(self.core0, core1, strict=True)
         ]
+        per_part = {f"cpu:{name}": pc for name, (_, pc) in parts.items()} if len(parts) > 1 else {}
         return {
             "wall": wall,
             "server_cpu": srv,
             "gen_cpu": gen,
             "gen_sys_cpu": gen_sys,
-            "other_server_core": max(0.0, d[0][0] - srv),
-            "other_gen_core": max(0.0, d[1][0] - gen),
+            "other_server_core": max(0.0, d[0][0] - on_core[0]),
+            "other_gen_core": max(0.0, d[1][0] - gen - on_core[1]),
+            **per_part,
             "irq_server_core": d[0][1],
             "irq_gen_core": d[1][1],
             "idle_server_core": d[0][2],
@@ -456,12 +540,26 @@ class FanoutLoop:
 
     SAT, HALF = 1, 2  # latency histogram classes (0: not recorded)
 
-    def __init__(self, flavor: Flavor, clients: list[WSClient], args: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        flavor: Flavor,
+        clients: list[WSClient],
+        args: argparse.Namespace,
+        groups: list[int] | None = None,
+    ) -> None:
+        """``groups``: sizes of consecutive runs of ``clients`` (one per server node), each
+        read by its own receiver with its own counts and latency histogram."""
         self.flavor = flavor
         self.clients = clients
         self.args = args
         self.n = len(clients)
-        self.shared = Shared(seq_cap=1_000_000, classes=3, nbuckets=1_000_000, bucket_s=10e-6)
+        self.groups = groups or [self.n]
+        if sum(self.groups) != self.n:
+            raise ValueError(f"groups {self.groups} do not add up to {self.n} clients")
+        self.shareds = shared_group(
+            len(self.groups), seq_cap=1_000_000, classes=3, nbuckets=1_000_000, bucket_s=10e-6
+        )
+        self.shared = self.shareds[0]  # sent_at and rec, shared by all groups
         self.next_seq = 0
         self.inflight: dict[int, float] = {}
         self.gave_up = 0
@@ -482,15 +580,27 @@ class FanoutLoop:
         body = f'{{"s":"#{seq:08d}","t":{t:.6f},"b":"{self.body_pad}"}}'
         self.pub.send_text(self.flavor.shout(self.pub, body))
 
+    def count(self, seq: int) -> int:
+        return sum(sh.counts[seq] for sh in self.shareds)
+
+    def received(self, upto: int) -> int:
+        """Copies received of messages ``0 .. upto - 1``, all groups."""
+        return sum(sum(sh.counts[:upto]) for sh in self.shareds)
+
+    def percentile_ms(self, cls: int, q: float, group: int | None = None) -> float:
+        if group is not None:
+            return self.shareds[group].percentile_ms(cls, q)
+        return merged_percentile_ms(self.shareds, cls, q)
+
     def watchdog(self, now: float, alive: int) -> None:
-        counts = self.shared.counts
         for seq, t in list(self.inflight.items()):
-            if now - t > self.args.give_up or counts[seq] >= alive:
-                if counts[seq] < self.n:
+            got = self.count(seq)
+            if now - t > self.args.give_up or got >= alive:
+                if got < self.n:
                     self.gave_up += 1
                 del self.inflight[seq]
 
-    def run(self, sp: ServerProcess) -> dict[str, Any]:
+    def run(self, sp: CpuSource) -> dict[str, Any]:
         args = self.args
         flavor = self.flavor
         control = flavor.control
@@ -498,14 +608,17 @@ class FanoutLoop:
         window = args.window
         by_fd: dict[int, WSClient] = {}
         fds = []
-        for cl in self.clients:
+        group_of = [g for g, size in enumerate(self.groups) for _ in range(size)]
+        for cl, g in zip(self.clients, group_of, strict=True):
             fd = cl.detach()
             by_fd[fd] = cl
-            fds.append((fd, cl.buf))
+            fds.append((fd, cl.buf, g))
             cl.buf = b""
-        recv = make_receiver(args.receiver, self.shared, self.n, flavor.shout_prefix, max(by_fd))
-        for fd, pending in fds:
-            recv.add(fd, pending)
+        recv = ReceiverGroup(
+            args.receiver, self.shareds, self.groups, flavor.shout_prefix, max(by_fd)
+        )
+        for fd, pending, g in fds:
+            recv.add(fd, pending, g)
         self.receiver_name = recv.name
 
         start = perf_counter()
@@ -520,6 +633,7 @@ class FanoutLoop:
         next_send = 0.0
         meter: Meter | None = None
         s0: dict[str, int] = {}
+        g0: list[dict[str, int]] = []
         dropped = 0
         cycle = args.poll_ms / 1000
         last_poll = 0.0
@@ -572,6 +686,7 @@ class FanoutLoop:
                     phase, rec_now = 1, self.SAT
                     meter = Meter(sp, args.server_core, args.gen_core)
                     s0 = recv.stats()
+                    g0 = recv.group_stats()
                 elif phase == 1 and now >= t_measure_end:
                     assert meter is not None
                     out.update(meter.stop())
@@ -580,6 +695,10 @@ class FanoutLoop:
                     delivered = s1["delivered"] - s0["delivered"]
                     reads = s1["reads"] - s0["reads"]
                     out["deliveries_per_s"] = delivered / wall
+                    out["group_deliveries_per_s"] = [
+                        (b["delivered"] - a["delivered"]) / wall
+                        for a, b in zip(g0, recv.group_stats(), strict=True)
+                    ]
                     out["frames_per_read"] = delivered / max(1, reads)
                     out["reads_per_poll"] = reads / max(1, s1["polls"] - s0["polls"])
                     gen_s = out["gen_cpu"] / 100 * wall
@@ -600,13 +719,88 @@ class FanoutLoop:
                     deadline = now + args.drain
             out["dropped"] = dropped
             out["receiver_stats"] = recv.stats()
+            out["group_receiver_stats"] = recv.group_stats()
         finally:
             gc.enable()
             recv.close()
         return out
 
 
+def fanout_result(
+    label: str, loop: FanoutLoop, m: dict[str, Any], connect_s: float, health: str
+) -> dict[str, Any]:
+    args = loop.args
+    sent = loop.next_seq
+    expected = sent * loop.n
+    received = loop.received(sent)
+    rate = m["deliveries_per_s"]
+    res: dict[str, Any] = {
+        "server": label,
+        "clients": loop.n,
+        "window": args.window,
+        "receiver": loop.receiver_name,
+        "connect_s": round(connect_s, 2),
+        "health_live": health,
+        "deliveries_per_s": round(rate),
+        "broadcasts_per_s": round(rate / loop.n, 1),
+        "p50_ms": round(loop.percentile_ms(loop.SAT, 0.50), 2),
+        "p99_ms": round(loop.percentile_ms(loop.SAT, 0.99), 2),
+        "half_rate_bcast_per_s": round(rate / loop.n / 2, 1),
+        "half_p50_ms": round(loop.percentile_ms(loop.HALF, 0.50), 2),
+        "half_p99_ms": round(loop.percentile_ms(loop.HALF, 0.99), 2),
+        "half_overruns": loop.overruns,
+        "messages_sent": sent,
+        "expected": expected,
+        "received": received,
+        "lost": expected - received,
+        "gave_up": loop.gave_up,
+        "connections_dropped": m["dropped"],
+        "server_cpu": round(m["server_cpu"], 1),
+        "gen_cpu": round(m["gen_cpu"], 1),
+        "gen_sys_cpu": round(m["gen_sys_cpu"], 1),
+        "other_load_server_core": round(m["other_server_core"], 1),
+        "other_load_gen_core": round(m["other_gen_core"], 1),
+        "irq_server_core": round(m["irq_server_core"], 1),
+        "irq_gen_core": round(m["irq_gen_core"], 1),
+        "idle_server_core": round(m["idle_server_core"], 1),
+        "idle_gen_core": round(m["idle_gen_core"], 1),
+        "frames_per_read": round(m["frames_per_read"], 2),
+        "reads_per_poll": round(m["reads_per_poll"], 1),
+        "gen_us_per_delivery": round(m["gen_us_per_delivery"], 2),
+        "receiver_stats": m["receiver_stats"],
+        "bottleneck": bottleneck(m),
+    }
+    if len(loop.groups) > 1:
+        groups = []
+        for g, size in enumerate(loop.groups):
+            sh = loop.shareds[g]
+            got = sum(sh.counts[:sent])
+            groups.append(
+                {
+                    "clients": size,
+                    "deliveries_per_s": round(m["group_deliveries_per_s"][g]),
+                    "p50_ms": round(loop.percentile_ms(loop.SAT, 0.50, g), 2),
+                    "p99_ms": round(loop.percentile_ms(loop.SAT, 0.99, g), 2),
+                    "half_p50_ms": round(loop.percentile_ms(loop.HALF, 0.50, g), 2),
+                    "half_p99_ms": round(loop.percentile_ms(loop.HALF, 0.99, g), 2),
+                    "expected": sent * size,
+                    "received": got,
+                    "lost": sent * size - got,
+                    "receiver_stats": m["group_receiver_stats"][g],
+                }
+            )
+        res["groups"] = groups
+    cpu_parts = {k[4:]: round(v, 1) for k, v in m.items() if k.startswith("cpu:")}
+    if cpu_parts:
+        res["server_cpu_parts"] = cpu_parts
+    if received == 0:
+        res["error"] = f"no broadcast received; other frames: {loop.unknown!r}"
+    return res
+
+
 async def run_fanout(spec: ServerSpec, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    if spec.kind == CLUSTER:
+        return await run_fanout_cluster(spec, args, logdir)
     flavor = spec.flavor()
     sp = ServerProcess(spec, args.server_core, logdir)
     clients: list[WSClient] = []
@@ -619,58 +813,179 @@ async def run_fanout(spec: ServerSpec, args: argparse.Namespace, logdir: Path) -
         connect_s = perf_counter() - t
         gc.collect()
         gc.freeze()
-        loop = FanoutLoop(flavor, clients, args)
+        k = max(1, min(args.receiver_groups, args.clients))
+        groups = [args.clients // k + (1 if g < args.clients % k else 0) for g in range(k)]
+        loop = FanoutLoop(flavor, clients, args, groups=groups)
         m = loop.run(sp)
-        sh = loop.shared
-        sent = loop.next_seq
-        expected = sent * args.clients
-        received = sum(sh.counts[:sent])
-        rate = m["deliveries_per_s"]
-        res: dict[str, Any] = {
-            "server": spec.label,
-            "clients": args.clients,
-            "window": args.window,
-            "receiver": loop.receiver_name,
-            "connect_s": round(connect_s, 2),
-            "health_live": sp.health,
-            "deliveries_per_s": round(rate),
-            "broadcasts_per_s": round(rate / args.clients, 1),
-            "p50_ms": round(sh.percentile_ms(loop.SAT, 0.50), 2),
-            "p99_ms": round(sh.percentile_ms(loop.SAT, 0.99), 2),
-            "half_rate_bcast_per_s": round(rate / args.clients / 2, 1),
-            "half_p50_ms": round(sh.percentile_ms(loop.HALF, 0.50), 2),
-            "half_p99_ms": round(sh.percentile_ms(loop.HALF, 0.99), 2),
-            "half_overruns": loop.overruns,
-            "messages_sent": sent,
-            "expected": expected,
-            "received": received,
-            "lost": expected - received,
-            "gave_up": loop.gave_up,
-            "connections_dropped": m["dropped"],
-            "server_cpu": round(m["server_cpu"], 1),
-            "gen_cpu": round(m["gen_cpu"], 1),
-            "gen_sys_cpu": round(m["gen_sys_cpu"], 1),
-            "other_load_server_core": round(m["other_server_core"], 1),
-            "other_load_gen_core": round(m["other_gen_core"], 1),
-            "irq_server_core": round(m["irq_server_core"], 1),
-            "irq_gen_core": round(m["irq_gen_core"], 1),
-            "idle_server_core": round(m["idle_server_core"], 1),
-            "idle_gen_core": round(m["idle_gen_core"], 1),
-            "frames_per_read": round(m["frames_per_read"], 2),
-            "reads_per_poll": round(m["reads_per_poll"], 1),
-            "gen_us_per_delivery": round(m["gen_us_per_delivery"], 2),
-            "receiver_stats": m["receiver_stats"],
-            "bottleneck": bottleneck(m),
-        }
-        if received == 0:
-            res["error"] = f"no broadcast received; other frames: {loop.unknown!r}"
-        return res
+        return fanout_result(spec.label, loop, m, connect_s, sp.health)
     finally:
         for cl in clients:
             cl.close()
         gc.unfreeze()
         await asyncio.sleep(0)
         sp.stop()
+
+
+# --------------------------------------------------------------------------- scenario A, 2 nodes
+class SecretPhoenixFlavor(PhoenixFlavor):
+    """Tokens signed with ``secret``: the 2-node run passes its own to both nodes."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+
+class Cluster:
+    """The 2-node run's servers: a private redis-server and two switchboard nodes using it.
+
+    Each is a ``ServerProcess`` (so ``ServerProcess.stop_all`` stops it by PID on errors and
+    Ctrl-C), pinned to its entry of ``cores``: node 1, node 2, redis-server.
+    """
+
+    def __init__(self, spec: ServerSpec, cores: list[int], logdir: Path) -> None:
+        self.spec = spec
+        self.cores = cores
+        self.logdir = logdir
+        self.secret = "bench-" + secrets.token_hex(24)
+        self.redis: ServerProcess | None = None
+        self.nodes: list[ServerProcess] = []
+
+    async def start(self) -> None:
+        self.redis = ServerProcess(
+            ServerSpec(f"{self.spec.label}.redis", "redis"), self.cores[2], self.logdir
+        )
+        await self.redis.wait_ready()
+        for i in (1, 2):
+            env = {
+                **self.spec.env,
+                "SWITCHBOARD_PUBSUB_URL": f"redis://{HOST}:{self.redis.port}/0",
+                "SWITCHBOARD_SECRET": self.secret,
+                "SWITCHBOARD_NODE": f"bench{i}",
+            }
+            node_spec = ServerSpec(f"{self.spec.label}.bench{i}", "switchboard", env)
+            self.nodes.append(ServerProcess(node_spec, self.cores[i - 1], self.logdir))
+        for node in self.nodes:
+            await node.wait_ready()
+            await node.wait_status("/health/ready")  # 200 once Redis is connected
+
+    def members(self) -> dict[str, ServerProcess]:
+        out = {f"bench{i + 1}": node for i, node in enumerate(self.nodes)}
+        if self.redis is not None:
+            out["redis"] = self.redis
+        return out
+
+    def cpu_parts(self) -> dict[str, tuple[int, float]]:
+        return {name: (sp.core, sp.cpu_seconds()) for name, sp in self.members().items()}
+
+    def stop(self) -> None:
+        """Nodes first (so they do not go on reconnecting), then redis-server; by PID."""
+        for sp in [*self.nodes, self.redis]:
+            if sp is None:
+                continue
+            try:
+                sp.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                print(f"warning: could not stop pid {sp.pid}: {exc}", file=sys.stderr)
+
+
+def probe_listener(
+    flavor: Flavor, seen: dict[int, int]
+) -> Callable[[WSClient, bytes, float], None]:
+    """``on_message`` for the clients of the 2-node run while asyncio still reads them:
+    records in ``seen[id(client)]`` the highest probe number that client received."""
+    prefix = flavor.shout_prefix
+    control = flavor.control
+
+    def on_message(cl: WSClient, p: bytes, now: float) -> None:
+        if p.startswith(prefix):
+            j = p.find(b'"probe":', len(prefix))
+            if j >= 0:
+                try:
+                    k = int(p[j + 8 : p.index(b"}", j)])
+                except ValueError:
+                    return
+                if k > seen.get(id(cl), 0):
+                    seen[id(cl)] = k
+            return
+        control(cl, p, now)
+
+    return on_message
+
+
+async def cross_node_probe(
+    flavor: Flavor, clients: list[WSClient], seen: dict[int, int], timeout: float = 20.0
+) -> int:
+    """Before measuring: client 0 (node 1) shouts probes until one reaches every client,
+    i.e. node 2 has subscribed the topic in Redis. A node learns of a topic's first local
+    subscriber at once but subscribes in Redis in the background; measuring earlier would
+    count the copies node 2 was not yet subscribed for as lost. Each connection delivers in
+    order, so once probe k reached everyone no earlier probe is still on its way.
+    Returns the number of probes sent."""
+    pub = clients[0]
+    deadline = time.monotonic() + timeout
+    k = 0
+    while True:
+        k += 1
+        pub.send_text(flavor.shout(pub, f'{{"probe":{k}}}'))
+        wait_until = time.monotonic() + 0.5
+        while time.monotonic() < wait_until:
+            await asyncio.sleep(0.01)
+            missing = [i for i, cl in enumerate(clients) if seen.get(id(cl), 0) < k]
+            if not missing:
+                return k
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"after {k} probes in {timeout:.0f}s, {len(missing)}/{len(clients)} clients "
+                f"never got one (first missing: client {missing[0]})"
+            )
+
+
+async def run_fanout_cluster(
+    spec: ServerSpec, args: argparse.Namespace, logdir: Path
+) -> dict[str, Any]:
+    """Scenario A on two nodes: half the clients on each, the publisher (client 0) on
+    node 1; every broadcast reaches node 2's half through Redis."""
+    if args.clients < 2:
+        raise ValueError("the 2-node run needs --clients 2 or more")
+    cores = args.cluster_cores or [args.server_core] * 3
+    cluster = Cluster(spec, cores, logdir)
+    clients: list[WSClient] = []
+    try:
+        await cluster.start()
+        node1, node2 = cluster.nodes
+        flavor = SecretPhoenixFlavor(cluster.secret)
+        n1 = (args.clients + 1) // 2
+        n2 = args.clients - n1
+        seen: dict[int, int] = {}
+        on_message = probe_listener(flavor, seen)
+        room = flavor.room("bench")
+        t = perf_counter()
+        cc = args.connect_concurrency
+        clients = await open_clients(node1, flavor, n1, room, on_message, cc)
+        clients += await open_clients(node2, flavor, n2, room, on_message, cc, first_index=n1)
+        connect_s = perf_counter() - t
+        probes = await cross_node_probe(flavor, clients, seen)
+        gc.collect()
+        gc.freeze()
+        loop = FanoutLoop(flavor, clients, args, groups=[n1, n2])
+        m = loop.run(cluster)
+        res = fanout_result(spec.label, loop, m, connect_s, node1.health)
+        for g, name in enumerate(("bench1", "bench2")):
+            res["groups"][g]["node"] = name
+        res["cluster_cores"] = dict(zip(("bench1", "bench2", "redis"), cores, strict=True))
+        res["single_node_core"] = args.server_core
+        res["gen_core"] = args.gen_core
+        res["probes_before_measuring"] = probes
+        for name, sp in cluster.members().items():  # died during the run?
+            if sp.proc.poll() is not None:
+                res.setdefault("error", f"{name} exited with {sp.proc.returncode}")
+        return res
+    finally:
+        for cl in clients:
+            cl.close()
+        gc.unfreeze()
+        await asyncio.sleep(0)
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------- scenario B
@@ -790,7 +1105,11 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
-def report(results: dict[str, dict[str, dict[str, Any]]], specs: list[ServerSpec]) -> list[str]:
+def report(
+    results: dict[str, dict[str, dict[str, Any]]],
+    specs: list[ServerSpec],
+    runs: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+) -> list[str]:
     out: list[str] = []
     labels = [s.label for s in specs]
     w = max(12, *(len(x) for x in labels)) + 1
@@ -837,6 +1156,8 @@ def report(results: dict[str, dict[str, dict[str, Any]]], specs: list[ServerSpec
             if "error" in r:
                 note += f"; ERROR {r['error'][:200]}"
             notes.append(note)
+            if r.get("groups"):
+                notes.append("    " + node_note(r))
         out.extend(notes)
 
     pings = {lb: results[lb]["ping"] for lb in labels if "ping" in results.get(lb, {})}
@@ -888,6 +1209,9 @@ def report(results: dict[str, dict[str, dict[str, Any]]], specs: list[ServerSpec
                 parts.append(f"switchboard/{other} = {ratio(a, b)}")
         if parts and fan:
             out.append("ratios (deliveries/s): " + "   ".join(parts))
+    two = two_node_summary(results, runs)
+    if two:
+        out.extend(two["lines"])
     if mem:
         out.append(
             "memory KiB/conn: "
@@ -910,6 +1234,121 @@ def report(results: dict[str, dict[str, dict[str, Any]]], specs: list[ServerSpec
             ]
             out.append(f"  {v.label} ({env}): " + "  ".join(parts))
     return out
+
+
+def node_note(r: dict[str, Any]) -> str:
+    """Per node of the 2-node run: its clients' deliveries/s, latencies, losses; CPU."""
+    parts = []
+    for i, g in enumerate(r["groups"]):
+        if "node" in g:
+            how = "publisher's node" if g["node"] == "bench1" else "through Redis"
+            name = g["node"]
+        else:  # --receiver-groups on one server: clients in join order
+            how, name = "one node", f"receiver group {i + 1}"
+        parts.append(
+            f"{name} ({how}, {g['clients']} clients): "
+            f"{g['deliveries_per_s']:,}/s, p50/p99 {g['p50_ms']:.2f}/{g['p99_ms']:.2f} ms, "
+            f"half {g['half_p50_ms']:.2f}/{g['half_p99_ms']:.2f} ms, lost {g['lost']}"
+        )
+    cpu = r.get("server_cpu_parts", {})
+    cores = r.get("cluster_cores", {})
+    if cpu:
+        parts.append(
+            "server_cpu "
+            + ", ".join(f"{k} {v:.0f}% (core {cores.get(k, '?')})" for k, v in cpu.items())
+        )
+    return "; ".join(parts)
+
+
+def two_node_summary(
+    results: dict[str, dict[str, dict[str, Any]]],
+    runs: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+) -> dict[str, Any] | None:
+    """The 2-node run against the single-node one: the ratio, and the lines saying it.
+
+    When node 1, node 2 and redis-server all ran on the single node's core, the ratio of
+    deliveries/s is a ratio per server core. Otherwise it is not, and the ratio of
+    deliveries per server CPU-second is the better comparison (still not a clean one:
+    on two cores the cluster then shares the generator's core). The ratio is of the best
+    runs; with ``--repeat`` the ratio within each repetition (the two ran back to back)
+    is listed too, since the machine's speed drifts between repetitions.
+    """
+    two = results.get(CLUSTER, {}).get("fanout")
+    if not two or "deliveries_per_s" not in two:
+        return None
+    one = results.get("switchboard", {}).get("fanout", {})
+    cores = two.get("cluster_cores", {})
+    same_core = len(set(cores.values())) == 1 and (
+        not one or set(cores.values()) == {two.get("single_node_core")}
+    )
+    same_core = same_core and two.get("gen_core") not in cores.values()
+    d2 = two["deliveries_per_s"]
+    d1 = one.get("deliveries_per_s")
+    summary: dict[str, Any] = {"same_core": same_core, "cluster_cores": cores}
+    lines = []
+    if d1:
+        rate_ratio = d2 / d1
+        cpu_ratio = (d2 / max(two["server_cpu"], 1e-9)) / (d1 / max(one["server_cpu"], 1e-9))
+        summary.update(
+            deliveries_ratio=round(rate_ratio, 3), per_server_cpu_second_ratio=round(cpu_ratio, 3)
+        )
+        where = ", ".join(f"{k} on core {v}" for k, v in cores.items())
+
+        def clean(r: dict[str, Any]) -> bool:  # no other load, generator not the limit
+            return not any(x in r.get("bottleneck", "") for x in ("DISTURBED", "GENERATOR"))
+
+        paired = [
+            (b["deliveries_per_s"] / a["deliveries_per_s"], clean(a) and clean(b))
+            for a, b in zip(
+                (runs or {}).get("switchboard", {}).get("fanout", []),
+                (runs or {}).get(CLUSTER, {}).get("fanout", []),
+                strict=False,
+            )
+            if a.get("deliveries_per_s") and b.get("deliveries_per_s")
+        ]
+        paired_text = ""
+        if len(paired) > 1:
+            ok = [x for x, good in paired if good]
+            median = statistics.median(ok or [x for x, _ in paired])
+            summary["paired_ratios"] = [round(x, 3) for x, _ in paired]
+            summary["paired_disturbed"] = [not good for _, good in paired]
+            summary["paired_ratio_median"] = round(median, 3)
+            paired_text = (
+                "; run by run: "
+                + ", ".join(f"{x:.2f}" + ("" if good else " (disturbed)") for x, good in paired)
+                + f"; median{' of undisturbed' if ok and len(ok) < len(paired) else ''} "
+                f"{median:.2f}"
+            )
+        if same_core:
+            summary["per_server_core_ratio"] = round(rate_ratio, 3)
+            lines.append(
+                f"2-node/1-node per server core = {rate_ratio:.2f}×  (best runs: {CLUSTER} "
+                f"{d2:,} vs switchboard {d1:,} deliveries/s, each on one server core, core "
+                f"{two.get('single_node_core')}; target >= 0.80×{paired_text})"
+            )
+        else:
+            lines.append(
+                f"2-node/1-node deliveries/s = {rate_ratio:.2f}×  NOT per server core: {where}, "
+                f"generator on core {two.get('gen_core')}; per server CPU-second "
+                f"{cpu_ratio:.2f}×{paired_text}"
+            )
+    groups = two.get("groups") or []
+    if len(groups) == 2:
+        a, b = groups
+        lines.append(
+            f"cross-node latency ({CLUSTER}), p50/p99 ms: through Redis ({b.get('node')}) "
+            f"{b['p50_ms']:.2f}/{b['p99_ms']:.2f}, local ({a.get('node')}) "
+            f"{a['p50_ms']:.2f}/{a['p99_ms']:.2f} saturated; at half rate "
+            f"{b['half_p50_ms']:.2f}/{b['half_p99_ms']:.2f} vs "
+            f"{a['half_p50_ms']:.2f}/{a['half_p99_ms']:.2f}"
+            + (
+                f"; single node {one['half_p50_ms']:.2f}/{one['half_p99_ms']:.2f}"
+                if "half_p50_ms" in one
+                else ""
+            )
+        )
+    summary["lines"] = lines
+    return summary
 
 
 # --------------------------------------------------------------------------- main
@@ -935,6 +1374,21 @@ def csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
         return items
 
     return parse
+
+
+def core_list(text: str) -> list[int]:
+    try:
+        cores = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N1,N2[,REDIS] core numbers: {text!r}") from None
+    if len(cores) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected 2 or 3 cores, got {text!r}")
+    if len(cores) == 2:
+        cores.append(cores[0])  # redis-server next to node 1, the publishing node
+    bad = [c for c in cores if not 0 <= c < (os.cpu_count() or 1)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"no such core: {bad}")
+    return cores
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -998,6 +1452,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="read sockets at most once per interval (latencies gain up to this)",
     )
+    g.add_argument(
+        "--receiver-groups",
+        type=int,
+        default=1,
+        help="single-server runs: read the clients with this many receivers, as the 2-node "
+        "run does with 2 (one per node); a check that the arrangement changes nothing",
+    )
     g = p.add_argument_group("ping (scenario B) and memory (scenario C)")
     g.add_argument("--ping-seconds", type=float, default=3.0)
     g.add_argument("--mem-clients", type=int, default=5000)
@@ -1025,6 +1486,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--server-core", type=int, default=0)
     g.add_argument("--gen-core", type=int, default=1)
+    g.add_argument(
+        "--cluster-cores",
+        type=core_list,
+        metavar="N1,N2[,REDIS]",
+        help="cores of switchboard-2node's node 1, node 2 and redis-server (default: all on "
+        "--server-core, which makes its rate comparable per server core; other placements "
+        "share the generator's core on a 2-core machine)",
+    )
     g.add_argument("--logdir", type=Path, help="keep server logs here (default: a temp dir)")
     return p.parse_args(argv)
 
@@ -1032,11 +1501,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     specs: list[ServerSpec] = []
     skipped: list[str] = []
-    for kind in args.servers:
-        if kind == "switchboard" and not switchboard_available():
-            skipped.append("switchboard (server/cli.py or .venv/bin/switchboard missing)")
+    for kind in sorted(args.servers, key=ALL_SERVERS.index):  # 2-node right after 1-node
+        if kind in ("switchboard", CLUSTER) and not switchboard_available():
+            skipped.append(f"{kind} (server/cli.py or .venv/bin/switchboard missing)")
+            continue
+        if kind == CLUSTER and redis_server_bin() is None:
+            skipped.append(f"{kind} (redis-server not installed)")
             continue
         specs.append(ServerSpec(label=kind, kind=kind))
+    if any(s.kind == CLUSTER for s in specs) and set(args.scenarios) - {"fanout"}:
+        print(f"note: {CLUSTER} runs the fan-out scenario only")
     if args.variant:
         if switchboard_available():
             specs.extend(args.variant)
@@ -1054,7 +1528,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     # repeats interleave the servers, so slow drifts hit all of them alike
     for scen in args.scenarios:
         for rep in range(args.repeat):
-            for spec in specs:
+            # A B, B A, A B, ...: a steady drift of the machine's speed favours nobody
+            for spec in specs if rep % 2 == 0 else specs[::-1]:
+                if spec.kind == CLUSTER and scen != "fanout":
+                    continue
                 if args.quiet_wait > 0:
                     busy = await wait_quiet(args.quiet_wait, (args.server_core, args.gen_core))
                     if busy >= QUIET:
@@ -1077,9 +1554,13 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 brief = {k: v for k, v in r.items() if k != "server"}
                 print(f"         {perf_counter() - t:5.1f}s {json.dumps(brief)[:400]}", flush=True)
 
-    lines = report(results, specs)
+    lines = report(results, specs, runs)
+    cluster = ""
+    if any(s.kind == CLUSTER for s in specs):
+        n1, n2, rd = args.cluster_cores or [args.server_core] * 3
+        cluster = f"; {CLUSTER}: node 1 on core {n1}, node 2 on core {n2}, redis on core {rd}"
     lines.append(
-        f"(server on core {args.server_core}, generator on core {args.gen_core}; "
+        f"(server on core {args.server_core}, generator on core {args.gen_core}{cluster}; "
         f"cpu 100% = one core; total {perf_counter() - started:.0f}s; server logs in {logdir})"
     )
     print("\n".join(lines))
@@ -1093,6 +1574,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "variants": {s.label: s.env for s in specs if s.env},
         "skipped": skipped,
         "results": results,
+        "two_node": {
+            k: v for k, v in (two_node_summary(results, runs) or {}).items() if k != "lines"
+        }
+        or None,
         "all_runs": runs if args.repeat > 1 else None,
         "summary": lines,
     }

@@ -139,7 +139,14 @@ class _DirectWriter:
         if not self.writable.is_set():
             return False  # paused: the slow path waits for it to drain
         protocol = self.protocol
-        if protocol.close_sent or protocol.disconnected or self.conn.state is not self.open_state:
+        # The transport knows of a lost connection before uvicorn's connection_lost runs;
+        # writing on meanwhile makes asyncio warn once per frame.
+        if (
+            protocol.close_sent
+            or protocol.disconnected
+            or self.transport.is_closing()
+            or self.conn.state is not self.open_state
+        ):
             raise ConnectionResetError("connection is closing")
         self.transport.write(_ws_frame(frame))
         return True
