@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -326,6 +326,3 @@ class Presence:
 
 async def _finish(rest: eager.Resumed) -> None:
     await rest
-
-
-OwnerFactory = Callable[[], str]

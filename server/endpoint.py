@@ -322,9 +322,6 @@ class Endpoint:
             if listener is not None:
                 self.pubsub.unsubscribe(socket_id, listener)
 
-    def sockets_of_user(self, user_id: str) -> int:
-        return len(self.sockets_by_id.get(socket_id_topic(user_id), ()))
-
     def channel_joined(self, socket: Socket, server: ChannelServer) -> None:
         self.joined_channels += 1
 
