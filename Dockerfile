@@ -15,6 +15,7 @@ COPY server ./server
 COPY channels ./channels
 COPY actors ./actors
 COPY presence ./presence
+COPY switchboard ./switchboard
 RUN /opt/switchboard/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/switchboard/bin/pip install --no-cache-dir .
 

@@ -1,7 +1,7 @@
 """Shared state in pykka actors, OTP-style supervision, and the bridge from asyncio to them."""
 
-from actors.bridge import ActorTarget, ask, call, tell
-from actors.cache import (
+from switchboard.actors.bridge import ActorTarget, ask, call, tell
+from switchboard.actors.cache import (
     CacheActor,
     CacheDelete,
     CacheGet,
@@ -10,9 +10,9 @@ from actors.cache import (
     CacheStats,
     CacheStatsReply,
 )
-from actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
-from actors.faults import InjectedFault, InjectFault
-from actors.limiter import (
+from switchboard.actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
+from switchboard.actors.faults import InjectedFault, InjectFault
+from switchboard.actors.limiter import (
     Acquire,
     Decision,
     LimiterActor,
@@ -21,8 +21,8 @@ from actors.limiter import (
     LimiterSweep,
     UnknownBucketError,
 )
-from actors.supervisor import ChildSpec, SupervisedActor, Supervisor, SupervisorEvent
-from actors.token_bucket import TokenBucket
+from switchboard.actors.supervisor import ChildSpec, SupervisedActor, Supervisor, SupervisorEvent
+from switchboard.actors.token_bucket import TokenBucket
 
 __all__ = [
     "Acquire",

@@ -34,7 +34,7 @@ from pykka._envelope import Envelope
 from pykka._types import OptExcInfo
 from pykka.messages import ProxyCall
 
-from actors.errors import ActorTimeoutError, ActorUnavailableError
+from switchboard.actors.errors import ActorTimeoutError, ActorUnavailableError
 
 __all__ = ["ActorTarget", "ask", "call", "tell"]
 

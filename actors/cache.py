@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from actors.supervisor import SupervisedActor
+from switchboard.actors.supervisor import SupervisedActor
 
 __all__ = [
     "CacheActor",

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors.supervisor import SupervisedActor
-from actors.token_bucket import TokenBucket
+from switchboard.actors.supervisor import SupervisedActor
+from switchboard.actors.token_bucket import TokenBucket
 
 __all__ = [
     "Acquire",

@@ -52,8 +52,8 @@ from typing import Any, Literal
 
 import pykka
 
-from actors.errors import ActorUnavailableError
-from actors.faults import InjectedFault, InjectFault, Stall
+from switchboard.actors.errors import ActorUnavailableError
+from switchboard.actors.faults import InjectedFault, InjectFault, Stall
 
 __all__ = ["ChildSpec", "SupervisedActor", "Supervisor", "SupervisorEvent"]
 

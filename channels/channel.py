@@ -1,6 +1,6 @@
 """The ``Channel`` base class: Phoenix's channel callbacks, for Python.
 
-Subclass it, route a topic pattern to it (:class:`channels.router.Router`), and override
+Subclass it, route a topic pattern to it (:class:`switchboard.channels.router.Router`), and override
 the hooks you need. Hooks may be plain functions or coroutines.
 
 Hooks and what they may return::
@@ -33,11 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from server.codec import Payload
+from switchboard.server.codec import Payload
 
 if TYPE_CHECKING:
-    from server.channel_server import ChannelServer
-    from server.endpoint import Endpoint
+    from switchboard.server.channel_server import ChannelServer
+    from switchboard.server.endpoint import Endpoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,12 @@
 """``admin:dashboard``: the live dashboard's channel. Only admin sockets may join (their
 token comes from ``POST /api/admin/socket-token`` with the admin bearer token); the node
-broadcasts ``stats`` (see :mod:`server.stats`) to it every second."""
+broadcasts ``stats`` (see :mod:`switchboard.server.stats`) to it every second."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from channels.channel import Channel, error, ok
+from switchboard.channels.channel import Channel, error, ok
 
 
 class DashboardChannel(Channel):

@@ -15,8 +15,8 @@ import logging
 import time
 from typing import Any
 
-from actors.errors import ActorError
-from channels.channel import NOREPLY, Channel, error, ok
+from switchboard.actors.errors import ActorError
+from switchboard.channels.channel import NOREPLY, Channel, error, ok
 
 logger = logging.getLogger("switchboard.room")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from channels.channel import Channel
+from switchboard.channels.channel import Channel
 
 
 class Router:

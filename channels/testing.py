@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from channels.channel import NOREPLY, Channel, Stop, error, ok
+from switchboard.channels.channel import NOREPLY, Channel, Stop, error, ok
 
 
 class TestChannel(Channel):

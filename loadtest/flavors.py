@@ -55,8 +55,8 @@ class PhoenixFlavor(Flavor):
     name = "phoenix"
 
     def __init__(self) -> None:
-        from server.auth import issue_token  # switchboard's own module, imported late
-        from server.config import DEV_SECRET
+        from switchboard.server.auth import issue_token  # switchboard's own module, imported late
+        from switchboard.server.config import DEV_SECRET
 
         self._issue = issue_token
         self._secret = DEV_SECRET

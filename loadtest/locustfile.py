@@ -49,8 +49,8 @@ from gevent.event import AsyncResult
 from locust import User, events, task
 from phoenix_locust import PhoenixSocket, ReplyTimeout  # locust puts this folder on sys.path
 
-from server.auth import issue_token
-from server.config import DEV_SECRET
+from switchboard.server.auth import issue_token
+from switchboard.server.config import DEV_SECRET
 
 DEFAULT_HOST = "ws://127.0.0.1:4000"
 SOCKET_PATH = "/socket/websocket"

@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from actors.bridge import ActorTarget, tell
-from actors.cache import CacheDelete, CachePut
-from actors.supervisor import SupervisedActor
-from presence.state import Delta, Diff, Entry, PresenceState
-from server import codec
+from switchboard.actors.bridge import ActorTarget, tell
+from switchboard.actors.cache import CacheDelete, CachePut
+from switchboard.actors.supervisor import SupervisedActor
+from switchboard.presence.state import Delta, Diff, Entry, PresenceState
+from switchboard.server import codec
 
 logger = logging.getLogger("switchboard.presence")
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import orjson
 
-from actors.bridge import ActorTarget, ask
-from actors.cache import CacheGet
-from actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
-from presence import actor as msg
-from presence.actor import Change, state_cache_key
-from presence.state import Delta, Entry
-from server import eager
-from server.codec import Frame
-from server.pubsub import PubSub
-from server.tasks import stop_tasks
+from switchboard.actors.bridge import ActorTarget, ask
+from switchboard.actors.cache import CacheGet
+from switchboard.actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
+from switchboard.presence import actor as msg
+from switchboard.presence.actor import Change, state_cache_key
+from switchboard.presence.state import Delta, Entry
+from switchboard.server import eager
+from switchboard.server.codec import Frame
+from switchboard.server.pubsub import PubSub
+from switchboard.server.tasks import stop_tasks
 
 logger = logging.getLogger("switchboard.presence")
 

@@ -18,19 +18,19 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from channels import default_router
-from channels.router import Router
-from server.auth import issue_token
-from server.config import Settings
-from server.endpoint import Endpoint
-from server.http_limits import HttpRateLimit
-from server.logs import RequestId
-from server.metrics import NodeMetrics
-from server.pubsub import PubSub, backend_from_url
-from server.routes import api, health, testing
-from server.security import SecurityHeaders
-from server.supervision import ActorTree
-from server.transport import CaptureTransport, websocket_endpoint
+from switchboard.channels import default_router
+from switchboard.channels.router import Router
+from switchboard.server.auth import issue_token
+from switchboard.server.config import Settings
+from switchboard.server.endpoint import Endpoint
+from switchboard.server.http_limits import HttpRateLimit
+from switchboard.server.logs import RequestId
+from switchboard.server.metrics import NodeMetrics
+from switchboard.server.pubsub import PubSub, backend_from_url
+from switchboard.server.routes import api, health, testing
+from switchboard.server.security import SecurityHeaders
+from switchboard.server.supervision import ActorTree
+from switchboard.server.transport import CaptureTransport, websocket_endpoint
 
 logger = logging.getLogger("switchboard.app")
 lifecycle = logging.getLogger("switchboard.lifecycle")

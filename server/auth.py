@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from server.errors import AuthenticationError
+from switchboard.server.errors import AuthenticationError
 
 DEFAULT_TTL = 24 * 3600
 SUBPROTOCOL_PREFIX = "base64url.bearer.phx."

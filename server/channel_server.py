@@ -1,7 +1,7 @@
 """Runs one channel of one socket: its mailbox, its hooks, and what their results mean.
 
 Phoenix gives every channel a process; we give it a mailbox on the event loop. Items are
-handled one at a time, in order. A hook runs inline (:mod:`server.eager`) and only a hook
+handled one at a time, in order. A hook runs inline (:mod:`switchboard.server.eager`) and only a hook
 that really waits (on an actor, on I/O) gets a task, so a ``ping`` costs no task switch
 while a slow ``handle_in`` delays only its own channel, never the socket's heartbeats or
 its other channels.
@@ -16,13 +16,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from actors.errors import ActorError, ActorTimeoutError
-from channels.channel import NOREPLY, Channel, Reply, Stop
-from server import codec, eager, logs, telemetry
-from server.codec import Frame, Message, Payload
+from switchboard.actors.errors import ActorError, ActorTimeoutError
+from switchboard.channels.channel import NOREPLY, Channel, Reply, Stop
+from switchboard.server import codec, eager, logs, telemetry
+from switchboard.server.codec import Frame, Message, Payload
 
 if TYPE_CHECKING:
-    from server.socket import Socket
+    from switchboard.server.socket import Socket
 
 logger = logging.getLogger("switchboard.channel")
 

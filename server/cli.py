@@ -7,7 +7,7 @@ import socket as pysocket
 import sys
 from collections.abc import Sequence
 
-from server.config import ConfigError, Settings
+from switchboard.server.config import ConfigError, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "cluster":
-        from server.devcluster import run
+        from switchboard.server.devcluster import run
 
         return run(args.nodes, args.port, args.drain_period)
     try:
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-    from server.auth import issue_token
+    from switchboard.server.auth import issue_token
 
     print(issue_token(settings.secret, args.user, ttl=args.ttl))
     return 0
@@ -78,8 +78,8 @@ def _serve(settings: Settings) -> int:
 
     import uvicorn
 
-    from server import logs
-    from server.app import create_app
+    from switchboard.server import logs
+    from switchboard.server.app import create_app
 
     family = pysocket.AF_INET6 if ":" in settings.host else pysocket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose listener
@@ -105,7 +105,7 @@ def _serve(settings: Settings) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
-    from server.runner import DrainingServer
+    from switchboard.server.runner import DrainingServer
 
     DrainingServer(config, app.state.endpoint).run(sockets=[sock])
     return 0

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from server.errors import FrameTooLarge, MalformedFrame
+from switchboard.server.errors import FrameTooLarge, MalformedFrame
 
 # Reserved events, as Phoenix names them.
 PHX_JOIN = "phx_join"

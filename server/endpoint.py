@@ -15,22 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from channels.channel import SocketInfo
-from channels.router import Router
-from server import telemetry
-from server.codec import Frame
-from server.config import Settings
-from server.outbox import SendFunction
-from server.pubsub import PubSub
-from server.socket import GOING_AWAY, Socket
-from server.tasks import stop_tasks
+from switchboard.channels.channel import SocketInfo
+from switchboard.channels.router import Router
+from switchboard.server import telemetry
+from switchboard.server.codec import Frame
+from switchboard.server.config import Settings
+from switchboard.server.outbox import SendFunction
+from switchboard.server.pubsub import PubSub
+from switchboard.server.socket import GOING_AWAY, Socket
+from switchboard.server.tasks import stop_tasks
 
 if TYPE_CHECKING:
-    from actors.supervisor import SupervisorEvent
-    from presence.tracker import Presence
-    from server.channel_server import ChannelServer
-    from server.stats import ClusterStats
-    from server.supervision import ActorTree
+    from switchboard.actors.supervisor import SupervisorEvent
+    from switchboard.presence.tracker import Presence
+    from switchboard.server.channel_server import ChannelServer
+    from switchboard.server.stats import ClusterStats
+    from switchboard.server.supervision import ActorTree
 
 logger = logging.getLogger("switchboard.endpoint")
 lifecycle = logging.getLogger("switchboard.lifecycle")
@@ -71,8 +71,8 @@ class _CacheInvalidations:
         self.endpoint = endpoint
 
     def deliver(self, event: str, frame: Frame) -> None:
-        from actors.bridge import tell
-        from actors.cache import CacheDelete, CacheInvalidatePrefix
+        from switchboard.actors.bridge import tell
+        from switchboard.actors.cache import CacheDelete, CacheInvalidatePrefix
 
         actors = self.endpoint.actors
         if actors is None or not isinstance(frame, str):
@@ -132,7 +132,7 @@ class Endpoint:
     async def start(self) -> None:
         await self.pubsub.start()
         if self.actors is not None:
-            from presence.tracker import Presence
+            from switchboard.presence.tracker import Presence
 
             invalidations = _CacheInvalidations(self)
             self.pubsub.subscribe(CACHE_TOPIC, invalidations)
@@ -151,7 +151,7 @@ class Endpoint:
             self.actors.listeners.append(self._actor_event)
             await self.presence.start()
         self.pubsub.backend.add_reconnect_listener(self._backend_reconnected)
-        from server.stats import ClusterStats
+        from switchboard.server.stats import ClusterStats
 
         self.stats = ClusterStats(self)
         await self.stats.start()
@@ -175,8 +175,8 @@ class Endpoint:
         node invalidated meanwhile, and ask every node for its presences again."""
         logger.info("pub/sub back: clearing the cache and resyncing presence")
         if self.actors is not None:
-            from actors.bridge import tell
-            from actors.cache import CacheInvalidatePrefix
+            from switchboard.actors.bridge import tell
+            from switchboard.actors.cache import CacheInvalidatePrefix
 
             tell(self.actors.cache, CacheInvalidatePrefix("", propagate=False))
         if self.presence is not None:
@@ -236,9 +236,9 @@ class Endpoint:
         """Connect attempts per client IP, before the token is even looked at."""
         if not self.settings.limits or self.actors is None:
             return Admission()
-        from actors.bridge import ask
-        from actors.errors import ActorError
-        from actors.limiter import Acquire
+        from switchboard.actors.bridge import ask
+        from switchboard.actors.errors import ActorError
+        from switchboard.actors.limiter import Acquire
 
         try:
             decision = await ask(
@@ -264,8 +264,8 @@ class Endpoint:
         serial = next(self._serials)
         if self.presence is None or not self.settings.presence:
             return Admission(serial)
-        from actors.errors import ActorError
-        from presence.tracker import CONNECTIONS_TOPIC
+        from switchboard.actors.errors import ActorError
+        from switchboard.presence.tracker import CONNECTIONS_TOPIC
 
         limit = self.settings.user_socket_limit if self.settings.limits else None
         meta = {"node": self.node, "connected_at": int(time.time())}

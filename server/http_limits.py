@@ -5,10 +5,10 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from actors.bridge import ask
-from actors.errors import ActorError
-from actors.limiter import Acquire
-from server.client_ip import client_ip
+from switchboard.actors.bridge import ask
+from switchboard.actors.errors import ActorError
+from switchboard.actors.limiter import Acquire
+from switchboard.server.client_ip import client_ip
 
 LIMITED_PREFIXES = ("/api/", "/dev/")
 

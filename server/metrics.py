@@ -17,10 +17,10 @@ from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server import telemetry
+from switchboard.server import telemetry
 
 if TYPE_CHECKING:
-    from server.endpoint import Endpoint
+    from switchboard.server.endpoint import Endpoint
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
 

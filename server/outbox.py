@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from server import eager
-from server.codec import Frame
+from switchboard.server import eager
+from switchboard.server.codec import Frame
 
 logger = logging.getLogger("switchboard.outbox")
 

@@ -3,7 +3,7 @@
 Data in (:meth:`SocketProtocol.receive`), events out (:meth:`events_received`), frames out
 (:meth:`data_to_send`). It answers heartbeats, routes joins and leaves, refuses unmatched
 topics and joins over the channel limit, closes a duplicate join's old channel with the old
-join_ref, and drops pushes that carry a stale join_ref. The driver (``server.socket``) runs
+join_ref, and drops pushes that carry a stale join_ref. The driver (``switchboard.server.socket``) runs
 the channels and reports their outcomes back through :meth:`join_succeeded`,
 :meth:`reply`, :meth:`channel_closed` and friends, which turn them into frames.
 
@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server import codec
-from server.codec import Frame, Message, Payload
-from server.errors import ProtocolError, UnsupportedVersion
+from switchboard.server import codec
+from switchboard.server.codec import Frame, Message, Payload
+from switchboard.server.errors import ProtocolError, UnsupportedVersion
 
 DEFAULT_MAX_CHANNELS = 100
 DEFAULT_MAX_FRAME_SIZE = 1024 * 1024

@@ -1,7 +1,7 @@
 """Run a node under uvicorn, with a graceful drain on SIGTERM.
 
 uvicorn alone closes every WebSocket at once on SIGTERM. We first drain (see
-:meth:`server.endpoint.Endpoint.drain`), then let uvicorn shut down, and force an exit if
+:meth:`switchboard.server.endpoint.Endpoint.drain`), then let uvicorn shut down, and force an exit if
 the whole thing outlasts ``shutdown_timeout``. A second signal forces the exit at once.
 """
 
@@ -14,7 +14,7 @@ from types import FrameType
 
 import uvicorn
 
-from server.endpoint import Endpoint
+from switchboard.server.endpoint import Endpoint
 
 logger = logging.getLogger("switchboard.runner")
 

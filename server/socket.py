@@ -14,16 +14,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from actors.token_bucket import TokenBucket
-from channels.channel import SocketInfo
-from server.channel_server import ChannelServer
-from server.codec import Frame
-from server.errors import ProtocolError
-from server.outbox import Outbox, SendFunction
-from server.protocol import JoinRequested, LeaveRequested, PushReceived, SocketProtocol
+from switchboard.actors.token_bucket import TokenBucket
+from switchboard.channels.channel import SocketInfo
+from switchboard.server.channel_server import ChannelServer
+from switchboard.server.codec import Frame
+from switchboard.server.errors import ProtocolError
+from switchboard.server.outbox import Outbox, SendFunction
+from switchboard.server.protocol import JoinRequested, LeaveRequested, PushReceived, SocketProtocol
 
 if TYPE_CHECKING:
-    from server.endpoint import Endpoint
+    from switchboard.server.endpoint import Endpoint
 
 logger = logging.getLogger("switchboard.socket")
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from actors.errors import ActorError
-from server.codec import Frame
-from server.tasks import stop_tasks
+from switchboard.actors.errors import ActorError
+from switchboard.server.codec import Frame
+from switchboard.server.tasks import stop_tasks
 
 if TYPE_CHECKING:
-    from server.endpoint import Endpoint
+    from switchboard.server.endpoint import Endpoint
 
 logger = logging.getLogger("switchboard.stats")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pykka
 
-from actors.cache import CacheActor
-from actors.limiter import LimiterActor
-from actors.supervisor import ChildSpec, Supervisor, SupervisorEvent
-from presence.actor import PresenceActor
-from server.config import Settings
+from switchboard.actors.cache import CacheActor
+from switchboard.actors.limiter import LimiterActor
+from switchboard.actors.supervisor import ChildSpec, Supervisor, SupervisorEvent
+from switchboard.presence.actor import PresenceActor
+from switchboard.server.config import Settings
 
 logger = logging.getLogger("switchboard.actors")
 

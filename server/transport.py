@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from server import eager, logs
-from server.auth import token_from_subprotocols, verify_token
-from server.client_ip import client_ip
-from server.codec import Frame
-from server.endpoint import socket_id_topic
-from server.errors import AuthenticationError, UnsupportedVersion
-from server.protocol import negotiate_version
+from switchboard.server import eager, logs
+from switchboard.server.auth import token_from_subprotocols, verify_token
+from switchboard.server.client_ip import client_ip
+from switchboard.server.codec import Frame
+from switchboard.server.endpoint import socket_id_topic
+from switchboard.server.errors import AuthenticationError, UnsupportedVersion
+from switchboard.server.protocol import negotiate_version
 
 if TYPE_CHECKING:
-    from server.endpoint import Endpoint
+    from switchboard.server.endpoint import Endpoint
 
 logger = logging.getLogger("switchboard.transport")
 

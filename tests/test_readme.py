@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from server.config import Settings
+from switchboard.server.config import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

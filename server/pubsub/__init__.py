@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from server.pubsub.base import Backend, BackendStatus
-from server.pubsub.core import PubSub, Subscriber
-from server.pubsub.memory import MemoryBackend, hub_named
+from switchboard.server.pubsub.base import Backend, BackendStatus
+from switchboard.server.pubsub.core import PubSub, Subscriber
+from switchboard.server.pubsub.memory import MemoryBackend, hub_named
 
 __all__ = ["Backend", "BackendStatus", "PubSub", "Subscriber", "backend_from_url"]
 
@@ -18,7 +18,7 @@ def backend_from_url(url: str) -> Backend:
         name = url[len("memory://") :]
         return MemoryBackend(hub_named(name) if name else None)
     if scheme in ("redis", "rediss", "unix"):
-        from server.pubsub.redis import RedisBackend
+        from switchboard.server.pubsub.redis import RedisBackend
 
         return RedisBackend(url)
     raise ValueError(

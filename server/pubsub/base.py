@@ -1,6 +1,6 @@
 """The interface a pub/sub backend implements to carry broadcasts between nodes.
 
-The core (:class:`server.pubsub.core.PubSub`) always does local fan-out itself; a backend
+The core (:class:`switchboard.server.pubsub.core.PubSub`) always does local fan-out itself; a backend
 only moves already-encoded broadcasts to the other nodes and hands theirs to the core. The
 core subscribes the backend to a topic on its first local subscriber and unsubscribes on
 its last. ``publish``/``subscribe`` never block and never raise on an outage: a backend
@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.codec import Frame
+from switchboard.server.codec import Frame
 
 #: Called by a backend for a broadcast from another node: (topic, event, frame).
 Deliver = Callable[[str, str, Frame], None]

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from server import codec
-from server.codec import Frame, Payload
-from server.pubsub.base import Backend, BackendStatus
+from switchboard.server import codec
+from switchboard.server.codec import Frame, Payload
+from switchboard.server.pubsub.base import Backend, BackendStatus
 
 logger = logging.getLogger("switchboard.pubsub")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from server.codec import Frame
-from server.pubsub.base import Backend, BackendStatus, Deliver
+from switchboard.server.codec import Frame
+from switchboard.server.pubsub.base import Backend, BackendStatus, Deliver
 
 
 class MemoryHub:

@@ -43,8 +43,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from server.codec import Frame
-from server.pubsub.base import Backend, BackendStatus, Deliver
+from switchboard.server.codec import Frame
+from switchboard.server.pubsub.base import Backend, BackendStatus, Deliver
 
 logger = logging.getLogger("switchboard.pubsub")
 

@@ -1,7 +1,7 @@
 """The HTTP API for a backend: broadcast to a topic on the whole cluster, read presence.
 
 Both need ``Authorization: Bearer <SWITCHBOARD_API_KEY>`` and are rate-limited per client
-IP (see :mod:`server.http_limits`). Errors are JSON ``{"error": ...}`` with a 4xx status
+IP (see :mod:`switchboard.server.http_limits`). Errors are JSON ``{"error": ...}`` with a 4xx status
 that says what to fix.
 """
 
@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from actors.bridge import ask
-from actors.cache import CacheDelete, CacheGet, CacheInvalidatePrefix, CachePut
-from actors.errors import ActorError
-from server.auth import issue_token
-from server.endpoint import Endpoint
-from server.security import bearer_matches
+from switchboard.actors.bridge import ask
+from switchboard.actors.cache import CacheDelete, CacheGet, CacheInvalidatePrefix, CachePut
+from switchboard.actors.errors import ActorError
+from switchboard.server.auth import issue_token
+from switchboard.server.endpoint import Endpoint
+from switchboard.server.security import bearer_matches
 
 RESERVED_EVENTS = {"phx_join", "phx_leave", "phx_reply", "phx_error", "phx_close", "heartbeat"}
 RESERVED_EVENTS |= {"presence_state", "presence_diff"}

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.endpoint import Endpoint
+from switchboard.server.endpoint import Endpoint
 
 
 async def live(request: Request) -> Response:

@@ -8,11 +8,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from actors.bridge import ask, tell
-from actors.cache import CacheStats
-from actors.errors import ActorError, ActorUnavailableError
-from actors.faults import InjectFault, Stall
-from server.endpoint import Endpoint
+from switchboard.actors.bridge import ask, tell
+from switchboard.actors.cache import CacheStats
+from switchboard.actors.errors import ActorError, ActorUnavailableError
+from switchboard.actors.faults import InjectFault, Stall
+from switchboard.server.endpoint import Endpoint
 
 
 def _target(request: Request) -> object:

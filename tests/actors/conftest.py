@@ -7,7 +7,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors import Supervisor, SupervisorEvent
+from switchboard.actors import Supervisor, SupervisorEvent
 
 
 class EventRecorder:

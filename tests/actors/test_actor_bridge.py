@@ -11,7 +11,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors import (
+from switchboard.actors import (
     ActorError,
     ActorTimeoutError,
     ActorUnavailableError,

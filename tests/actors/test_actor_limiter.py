@@ -7,7 +7,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors import (
+from switchboard.actors import (
     Acquire,
     Decision,
     LimiterActor,

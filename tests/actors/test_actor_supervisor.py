@@ -9,7 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors import (
+from switchboard.actors import (
     ActorUnavailableError,
     ChildSpec,
     InjectedFault,

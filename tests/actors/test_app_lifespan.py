@@ -7,8 +7,8 @@ import threading
 
 import pykka
 
-from server.app import create_app
-from server.config import Settings
+from switchboard.server.app import create_app
+from switchboard.server.config import Settings
 
 
 def _actor_threads() -> set[threading.Thread]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import TokenBucket
+from switchboard.actors import TokenBucket
 
 
 def test_a_new_bucket_allows_a_burst_of_its_capacity():

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.devcluster import LocalCluster
+from switchboard.server.devcluster import LocalCluster
 from tests.cluster.helpers import agent_for
 from tests.support.phoenix_agent import Agent
 

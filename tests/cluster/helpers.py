@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from presence.tracker import node_name
-from server.auth import issue_token
-from server.devcluster import LocalCluster, Node
+from switchboard.presence.tracker import node_name
+from switchboard.server.auth import issue_token
+from switchboard.server.devcluster import LocalCluster, Node
 from tests.support.phoenix_agent import Agent
 
 API_KEY = "cluster-test-api-key-" + uuid.uuid4().hex

@@ -30,9 +30,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from presence.tracker import node_name
-from server.auth import issue_token
-from server.devcluster import ROOT, LocalCluster, Node, free_port
+from switchboard.presence.tracker import node_name
+from switchboard.server.auth import issue_token
+from switchboard.server.devcluster import ROOT, LocalCluster, Node, free_port
 from tests.cluster.helpers import (
     CANDIDATES,
     WAIT,

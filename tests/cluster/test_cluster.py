@@ -18,8 +18,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from server.auth import issue_token
-from server.devcluster import LocalCluster, Node
+from switchboard.server.auth import issue_token
+from switchboard.server.devcluster import LocalCluster, Node
 from tests.cluster.helpers import (
     WAIT,
     addresses_by_node,

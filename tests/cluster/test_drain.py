@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.devcluster import LocalCluster
+from switchboard.server.devcluster import LocalCluster
 from tests.cluster.helpers import (
     addresses_by_node,
     by_name,

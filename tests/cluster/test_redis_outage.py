@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from server.devcluster import LocalCluster, Node
+from switchboard.server.devcluster import LocalCluster, Node
 from tests.cluster.helpers import (
     addresses_by_node,
     api,

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from server.auth import verify_token
-from server.config import DEV_SECRET, ConfigError, Settings
+from switchboard.server.auth import verify_token
+from switchboard.server.config import DEV_SECRET, ConfigError, Settings
 from tests.support.processes import ROOT, VENV_BIN
 
 GOOD_PROD_SECRET = "p" * 24 + os.urandom(8).hex()  # 40 characters, not the dev secret

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from server.security import CSP
+from switchboard.server.security import CSP
 from tests.ops.helpers import WAIT, Client, bearer, http, node, unique
 from tests.support.processes import ServerProcess
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from server.auth import issue_token
+from switchboard.server.auth import issue_token
 from tests.ops.helpers import WAIT, Client, bearer, http, node, node_within, unique
 from tests.support.processes import ServerProcess
 

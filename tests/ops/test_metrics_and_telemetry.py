@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from channels.router import Router
-from server import telemetry
-from server.config import Settings
-from server.endpoint import Endpoint
-from server.metrics import NodeMetrics
-from server.pubsub import PubSub
-from server.pubsub.memory import MemoryBackend
+from switchboard.channels.router import Router
+from switchboard.server import telemetry
+from switchboard.server.config import Settings
+from switchboard.server.endpoint import Endpoint
+from switchboard.server.metrics import NodeMetrics
+from switchboard.server.pubsub import PubSub
+from switchboard.server.pubsub.memory import MemoryBackend
 from tests.ops.helpers import Client, http, node, unique, wait_until
 from tests.support.processes import ServerProcess
 

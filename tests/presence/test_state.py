@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from presence.state import (
+from switchboard.presence.state import (
     AlreadyTrackedError,
     Delta,
     Diff,

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from server.codec import Frame
-from server.pubsub import Backend, PubSub
+from switchboard.server.codec import Frame
+from switchboard.server.pubsub import Backend, PubSub
 
 WAIT = 5.0  # seconds; every wait is on an event, this only bounds a failure
 FENCE_TOPIC = "test:fence"

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from server.codec import Frame
-from server.pubsub import Backend, backend_from_url
-from server.pubsub.redis import RedisBackend
+from switchboard.server.codec import Frame
+from switchboard.server.pubsub import Backend, backend_from_url
+from switchboard.server.pubsub.redis import RedisBackend
 from tests.pubsub.helpers import Cluster, Recorder, assert_no_tasks_left
 
 MakeBackend = Callable[[], Backend]

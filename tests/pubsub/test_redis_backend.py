@@ -9,8 +9,8 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from server.pubsub import PubSub
-from server.pubsub.redis import (
+from switchboard.server.pubsub import PubSub
+from switchboard.server.pubsub.redis import (
     MalformedEnvelope,
     RedisBackend,
     backoff_delays,

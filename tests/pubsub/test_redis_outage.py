@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from redis.asyncio import Redis
 
-from server.pubsub import BackendStatus, PubSub
-from server.pubsub.redis import RedisBackend
+from switchboard.server.pubsub import BackendStatus, PubSub
+from switchboard.server.pubsub.redis import RedisBackend
 from tests.pubsub.helpers import Cluster, Log, Recorder, assert_no_tasks_left
 from tests.support.redis import RedisProcess
 

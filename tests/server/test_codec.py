@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import codec
-from server.codec import Message, decode, decode_broadcast
-from server.errors import FrameTooLarge, MalformedFrame, ProtocolError
+from switchboard.server import codec
+from switchboard.server.codec import Message, decode, decode_broadcast
+from switchboard.server.errors import FrameTooLarge, MalformedFrame, ProtocolError
 
 FAST = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 MAX = 1024 * 1024

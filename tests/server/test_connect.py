@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.auth import issue_token, token_from_subprotocols, verify_token
+from switchboard.server.auth import issue_token, token_from_subprotocols, verify_token
 from tests.server.nodes import node
 from tests.server.wire import bearer_subprotocol, open_peer, refusal_status, run
 from tests.support.processes import ServerProcess

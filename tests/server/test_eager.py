@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server import eager
+from switchboard.server import eager
 
 
 def test_a_coroutine_that_never_suspends_finishes_inline() -> None:

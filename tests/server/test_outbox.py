@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from server.codec import Frame
-from server.outbox import Outbox
+from switchboard.server.codec import Frame
+from switchboard.server.outbox import Outbox
 
 
 class FakeTransport:

@@ -9,8 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.errors import FrameTooLarge, MalformedFrame, ProtocolError, UnsupportedVersion
-from server.protocol import (
+from switchboard.server.errors import (
+    FrameTooLarge,
+    MalformedFrame,
+    ProtocolError,
+    UnsupportedVersion,
+)
+from switchboard.server.protocol import (
     JoinRequested,
     LeaveRequested,
     PushReceived,

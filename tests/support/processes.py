@@ -51,7 +51,7 @@ class ServerProcess:
         return f"ws://{self.host}:{self.port}/socket/websocket"
 
     def token(self, user_id: str, ttl: int = 3600) -> str:
-        from server.auth import issue_token
+        from switchboard.server.auth import issue_token
 
         return issue_token(self.secret, user_id, ttl=ttl)
 

@@ -1,0 +1,1 @@
+"""Switchboard: a Phoenix Channels server for Python."""
