@@ -1,7 +1,7 @@
 """The ``Channel`` base class: Phoenix's channel callbacks, for Python.
 
-Subclass it, route a topic pattern to it (:class:`switchboard.channels.router.Router`), and override
-the hooks you need. Hooks may be plain functions or coroutines.
+Subclass it, map a topic pattern to it in your :class:`~switchboard.Socket`'s ``channels``,
+and override the hooks you need. Hooks may be plain functions or coroutines.
 
 Hooks and what they may return::
 
@@ -14,6 +14,11 @@ Hooks and what they may return::
 
 An exception in a hook crashes that channel alone: its client gets ``phx_error`` (or
 ``{"reason": "join crashed"}`` for a join) and rejoins; other channels carry on.
+
+What a channel can do (each a method below): ``push`` to its client, ``broadcast`` and
+``broadcast_from`` on its topic, ``broadcast_to`` another topic, ``track``/``untrack``
+presence and read it, ``send_info`` to itself, and read and write the node's cache. It sees
+its socket as ``self.socket``: the socket's ``id`` and the ``assigns`` its ``connect`` set.
 
 Example::
 
@@ -30,14 +35,12 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from switchboard.server.codec import Payload
-
-if TYPE_CHECKING:
-    from switchboard.server.channel_server import ChannelServer
-    from switchboard.server.endpoint import Endpoint
+#: A message body: a JSON object, or bytes for a binary frame.
+Payload = dict[str, Any] | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +87,29 @@ def reply(status: str, response: Payload | None = None) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class SocketInfo:
-    """What a channel knows of its socket: ids from connect and free-form ``assigns``."""
+    """The socket as its channels see it: its ``id`` (None if anonymous) and the ``assigns``
+    its ``connect`` filled in (the same dict, shared by every channel of the socket)."""
 
-    id: str
-    user_id: str
+    id: str | None
     assigns: dict[str, Any]
+
+
+class ChannelHost(Protocol):
+    """What the server gives each channel: the only way a channel reaches the node."""
+
+    join_ref: str
+
+    def push(self, event: str, payload: Payload) -> None: ...
+    def broadcast(self, event: str, payload: Payload, *, include_self: bool) -> None: ...
+    def broadcast_to(self, topic: str, event: str, payload: Payload) -> None: ...
+    def post_info(self, message: Any) -> None: ...
+    async def track(self, key: str, meta: dict[str, Any]) -> None: ...
+    async def update_presence(self, key: str, meta: dict[str, Any]) -> None: ...
+    async def untrack(self, key: str) -> None: ...
+    async def push_presence_state(self) -> None: ...
+    async def presence_list(self, topic: str) -> dict[str, Any]: ...
+    async def cache_get(self, key: str) -> Any: ...
+    async def cache_put(self, key: str, value: Any, ttl: float | None) -> None: ...
 
 
 class Channel:
@@ -97,10 +118,10 @@ class Channel:
     #: Broadcast events that skip the fastlane and go through ``handle_out`` per subscriber.
     intercept: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, topic: str, socket: SocketInfo, server: ChannelServer) -> None:
+    def __init__(self, topic: str, socket: SocketInfo, host: ChannelHost) -> None:
         self.topic = topic
         self.socket = socket
-        self._server = server
+        self._host = host
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -124,44 +145,62 @@ class Channel:
 
     @property
     def join_ref(self) -> str:
-        return self._server.join_ref
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return self._server.endpoint
+        return self._host.join_ref
 
     def push(self, event: str, payload: Payload) -> None:
         """Send ``event`` to this channel's client only."""
-        self._server.push(event, payload)
+        self._host.push(event, payload)
 
     def broadcast(self, event: str, payload: Payload) -> None:
         """Send ``event`` to every subscriber of this topic, on every node, sender included."""
-        self.endpoint.pubsub.broadcast(self.topic, event, payload)
+        self._host.broadcast(event, payload, include_self=True)
 
     def broadcast_from(self, event: str, payload: Payload) -> None:
         """Like :meth:`broadcast`, but not to this channel's own client."""
-        self.endpoint.pubsub.broadcast(self.topic, event, payload, exclude=self._server)
+        self._host.broadcast(event, payload, include_self=False)
+
+    def broadcast_to(self, topic: str, event: str, payload: Payload) -> None:
+        """Broadcast on another topic, on every node (Phoenix's ``Endpoint.broadcast``).
+
+        A ``disconnect`` event on a socket id closes every socket with that id.
+        """
+        self._host.broadcast_to(topic, event, payload)
+
+    def send_info(self, message: Any) -> None:
+        """Queue ``message`` for ``handle_info`` (Phoenix's ``send(self(), msg)``)."""
+        self._host.post_info(message)
 
     # -- presence (Phoenix.Presence) ------------------------------------------------------
 
-    async def track(self, key: str, meta: dict[str, Any]) -> None:
+    async def track(self, key: str, meta: Mapping[str, Any]) -> None:
         """Track ``key`` in this topic with ``meta``; it leaves when the channel ends.
 
         The topic's subscribers get a ``presence_diff``; each (socket, topic, key) is one
         meta with its own ``phx_ref``, so one user in two tabs is one key with two metas.
         """
-        await self._server.track(key, meta)
+        await self._host.track(key, dict(meta))
 
-    async def update_presence(self, key: str, meta: dict[str, Any]) -> None:
-        await self._server.update_presence(key, meta)
+    async def update_presence(self, key: str, meta: Mapping[str, Any]) -> None:
+        """Replace the meta this channel tracks for ``key``."""
+        await self._host.update_presence(key, dict(meta))
 
     async def untrack(self, key: str) -> None:
-        await self._server.untrack(key)
+        await self._host.untrack(key)
 
     async def push_presence_state(self) -> None:
         """Push the topic's whole presence (``presence_state``) to this channel's client."""
-        await self._server.push_presence_state()
+        await self._host.push_presence_state()
 
-    def send_info(self, message: Any) -> None:
-        """Queue ``message`` for ``handle_info`` (Phoenix's ``send(self(), msg)``)."""
-        self._server.post_info(message)
+    async def presence_list(self, topic: str | None = None) -> dict[str, Any]:
+        """The presences of ``topic`` (default: this one), in Phoenix's format."""
+        return await self._host.presence_list(self.topic if topic is None else topic)
+
+    # -- the node's cache ----------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> Any:
+        """The node's cached value for ``key``, or None."""
+        return await self._host.cache_get(key)
+
+    async def cache_put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Cache ``value`` under ``key`` on this node, for ``ttl`` seconds (None: no expiry)."""
+        await self._host.cache_put(key, value, ttl)

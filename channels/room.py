@@ -29,13 +29,12 @@ class RoomChannel(Channel):
     def join(self, payload: Any) -> Any:
         if self.topic == "room:forbidden":
             return error(UNAUTHORIZED)
-        if self.endpoint.presence is not None and self.endpoint.settings.presence:
-            self.send_info(AFTER_JOIN)  # runs once the join reply is out, as in Phoenix
+        self.send_info(AFTER_JOIN)  # runs once the join reply is out, as in Phoenix
         return ok()
 
     async def handle_info(self, message: Any) -> Any:
         if message == AFTER_JOIN:
-            user = self.socket.user_id
+            user = self.socket.assigns["user_id"]
             try:
                 # A timed-out track still lands (and is announced) once presence answers.
                 await self.track(user, {"online_at": str(int(time.time()))})

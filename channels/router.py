@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from switchboard.channels.channel import Channel
 
 
@@ -9,6 +11,14 @@ class Router:
     def __init__(self) -> None:
         self._exact: dict[str, type[Channel]] = {}
         self._prefixes: list[tuple[str, type[Channel]]] = []
+
+    @classmethod
+    def of(cls, channels: Mapping[str, type[Channel]]) -> Router:
+        """A router for a socket's ``channels``: topic pattern -> channel class."""
+        router = cls()
+        for pattern, channel in channels.items():
+            router.channel(pattern, channel)
+        return router
 
     def channel(self, pattern: str, channel: type[Channel]) -> Router:
         """Route ``pattern`` (``room:lobby`` or ``room:*``) to ``channel``; returns self."""

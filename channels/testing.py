@@ -37,16 +37,14 @@ class TestChannel(Channel):
         if event == "stop":
             return Stop("normal", ok({"stopping": True}))
         if event == "kick":
-            self.endpoint.pubsub.broadcast(self.socket.id, "disconnect", {})
+            if self.socket.id is not None:
+                self.broadcast_to(self.socket.id, "disconnect", {})
             return NOREPLY
         if event == "sleep":
             await asyncio.sleep(float(payload.get("ms", 100)) / 1000)
             return ok(payload)
         if event == "presence_list":
-            presence = self.endpoint.presence
-            if presence is None:
-                return error({"reason": "presence is off"})
-            return ok(await presence.list(payload.get("topic", self.topic)))
+            return ok(await self.presence_list(payload.get("topic", self.topic)))
         if event == "push":
             self.push("pushed", payload)
             return NOREPLY

@@ -246,7 +246,7 @@ class Presence:
             )
 
     def _publish(self, event: str, body: dict[str, Any]) -> None:
-        self.pubsub.backend.publish(REPLICATION_TOPIC, event, orjson.dumps(body).decode())
+        self.pubsub.broadcast_remote(REPLICATION_TOPIC, event, orjson.dumps(body).decode())
 
     async def _replication(self) -> None:
         while True:

@@ -5,32 +5,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
-import socket as pysocket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from switchboard.channels import default_router
-from switchboard.channels.router import Router
 from switchboard.server.auth import issue_token
 from switchboard.server.config import Settings
-from switchboard.server.endpoint import Endpoint
+from switchboard.server.demo import DemoSocket
 from switchboard.server.http_limits import HttpRateLimit
 from switchboard.server.logs import RequestId
 from switchboard.server.metrics import NodeMetrics
-from switchboard.server.pubsub import PubSub, backend_from_url
 from switchboard.server.routes import api, health, testing
 from switchboard.server.security import SecurityHeaders
-from switchboard.server.supervision import ActorTree
-from switchboard.server.transport import CaptureTransport, websocket_endpoint
+from switchboard.server.socket import Socket
+from switchboard.server.transport import CaptureTransport
+
+if TYPE_CHECKING:
+    from switchboard.server.endpoint import Endpoint
 
 logger = logging.getLogger("switchboard.app")
 lifecycle = logging.getLogger("switchboard.lifecycle")
@@ -51,41 +50,34 @@ class SwitchboardApp(Starlette):
         return SecurityHeaders(RequestId(super().build_middleware_stack()), hsts=self.hsts)
 
 
-def node_id(settings: Settings) -> str:
-    """``name:bootid``: the name is stable across restarts, the boot id is not."""
-    name = settings.node_name or f"{pysocket.gethostname()}:{settings.port}"
-    return f"{name}:{secrets.token_hex(3)}"
+def create_app(settings: Settings | None = None, socket: type[Socket] | None = None) -> Starlette:
+    """The standalone app serving ``socket`` (default: the demo app's socket)."""
+    from switchboard.server.endpoint import Endpoint
+
+    return Endpoint(socket or DemoSocket, settings=settings).app
 
 
-def create_app(settings: Settings | None = None, router: Router | None = None) -> Starlette:
-    settings = settings or Settings.from_env()
-    node = node_id(settings)
-    pubsub = PubSub(backend_from_url(settings.pubsub_url), node)
-    actors = ActorTree(settings, node)
-    endpoint = Endpoint(settings, router or default_router(settings.profile), pubsub, node, actors)
+def build_app(endpoint: Endpoint) -> Starlette:
+    settings, node = endpoint.settings, endpoint.node
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await endpoint.start()
-        lifecycle.info(
-            "switchboard node %s listening on http://%s:%d (profile %s, pub/sub %s)",
-            node,
-            settings.host,
-            settings.port,
-            settings.profile,
-            pubsub.backend.name,
-            extra={"event": "listening", "port": settings.port},
-        )
-        try:
+        async with endpoint.lifespan(app):
+            lifecycle.info(
+                "switchboard node %s listening on http://%s:%d (profile %s, pub/sub %s)",
+                node.id,
+                settings.host,
+                settings.port,
+                settings.profile,
+                node.pubsub.backend_name,
+                extra={"event": "listening", "port": settings.port},
+            )
             yield
-        finally:
-            await endpoint.stop()
 
-    metrics = NodeMetrics(endpoint)
+    metrics = NodeMetrics(node)
     routes = [
         Route("/metrics", metrics.endpoint),
-        WebSocketRoute("/socket/websocket", websocket_endpoint),
-        Route("/", _index),
+        *endpoint.routes,
         Route("/dashboard", _dashboard),
         *health.routes,
         *api.routes,
@@ -96,14 +88,19 @@ def create_app(settings: Settings | None = None, router: Router | None = None) -
             name="phoenix",
         ),
     ]
+    if endpoint.socket_class is DemoSocket:
+        routes.append(Route("/", _index))
     if settings.dev:
         routes.append(Route("/dev/token", _dev_token))
     if settings.profile == "test":
         routes.extend(testing.routes)
-    middleware = [Middleware(CaptureTransport), Middleware(HttpRateLimit)]
+    middleware = [
+        Middleware(CaptureTransport, sockets=endpoint.sockets),
+        Middleware(HttpRateLimit),
+    ]
     app = SwitchboardApp(routes=routes, lifespan=lifespan, middleware=middleware)
     app.hsts = settings.profile == "prod"
-    app.state.endpoint = endpoint
+    app.state.node = node
     app.state.settings = settings
     app.state.metrics = metrics
     return app

@@ -1,8 +1,8 @@
 """Runs one channel of one socket: its mailbox, its hooks, and what their results mean.
 
 Phoenix gives every channel a process; we give it a mailbox on the event loop. Items are
-handled one at a time, in order. A hook runs inline (:mod:`switchboard.server.eager`) and only a hook
-that really waits (on an actor, on I/O) gets a task, so a ``ping`` costs no task switch
+handled one at a time, in order. A hook runs inline (:mod:`~switchboard.server.eager`) and
+only a hook that really waits (on an actor, on I/O) gets a task, so a ``ping`` costs no task switch
 while a slow ``handle_in`` delays only its own channel, never the socket's heartbeats or
 its other channels.
 """
@@ -16,13 +16,16 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from switchboard.actors.bridge import ask
+from switchboard.actors.cache import CacheGet, CachePut
 from switchboard.actors.errors import ActorError, ActorTimeoutError
 from switchboard.channels.channel import NOREPLY, Channel, Reply, Stop
 from switchboard.server import codec, eager, logs, telemetry
 from switchboard.server.codec import Frame, Message, Payload
 
 if TYPE_CHECKING:
-    from switchboard.server.socket import Socket
+    from switchboard.presence.tracker import Presence
+    from switchboard.server.socket_server import SocketServer
 
 logger = logging.getLogger("switchboard.channel")
 
@@ -30,9 +33,12 @@ JOINING, JOINED, STOPPED = "joining", "joined", "stopped"
 
 
 class ChannelServer:
+    """The server side of one :class:`~switchboard.channels.channel.Channel`, and the
+    :class:`~switchboard.channels.channel.ChannelHost` it acts through."""
+
     __slots__ = (
         "socket",
-        "endpoint",
+        "node",
         "topic",
         "join_ref",
         "channel",
@@ -47,10 +53,10 @@ class ChannelServer:
     )
 
     def __init__(
-        self, socket: Socket, channel_class: type[Channel], topic: str, join_ref: str
+        self, socket: SocketServer, channel_class: type[Channel], topic: str, join_ref: str
     ) -> None:
         self.socket = socket
-        self.endpoint = socket.endpoint
+        self.node = socket.node
         self.topic = topic
         self.join_ref = join_ref
         self.state = JOINING
@@ -88,9 +94,36 @@ class ChannelServer:
     def post_info(self, message: Any) -> None:
         self._post(("info", message))
 
+    # -- the ChannelHost interface ---------------------------------------------------------
+
     def push(self, event: str, payload: Payload) -> None:
         self.socket.protocol.push(self.topic, self.join_ref, event, payload)
         self.socket.flush()
+
+    def broadcast(self, event: str, payload: Payload, *, include_self: bool) -> None:
+        self.node.pubsub.broadcast(
+            self.topic, event, payload, exclude=None if include_self else self
+        )
+
+    def broadcast_to(self, topic: str, event: str, payload: Payload) -> None:
+        self.node.pubsub.broadcast(topic, event, payload)
+
+    async def cache_get(self, key: str) -> Any:
+        return await ask(
+            self._actors().cache, CacheGet(key), timeout=self.node.settings.actor_timeout
+        )
+
+    async def cache_put(self, key: str, value: Any, ttl: float | None) -> None:
+        await ask(
+            self._actors().cache,
+            CachePut(key, value, ttl),
+            timeout=self.node.settings.actor_timeout,
+        )
+
+    def _actors(self) -> Any:
+        if self.node.actors is None:
+            raise RuntimeError("this node runs no actors (no cache, no presence)")
+        return self.node.actors
 
     # -- presence --------------------------------------------------------------------------
 
@@ -98,30 +131,47 @@ class ChannelServer:
     def presence_owner(self) -> str:
         return f"{self.socket.serial}:{self.join_ref}"
 
-    def _presence(self) -> Any:
-        presence = self.endpoint.presence
+    def _presence(self) -> Presence | None:
+        """The node's presence, or None where ``SWITCHBOARD_PRESENCE=off`` turns it off (then
+        tracking does nothing and every topic is empty)."""
+        if not self.node.settings.presence:
+            return None
+        presence = self.node.presence
         if presence is None:
             raise RuntimeError("presence is not running on this node (no actor tree)")
         return presence
 
+    async def presence_list(self, topic: str) -> dict[str, Any]:
+        presence = self._presence()
+        return {} if presence is None else await presence.list(topic)
+
     async def track(self, key: str, meta: dict[str, Any]) -> None:
-        self.tracks_presence = True  # before the await: a stop meanwhile must untrack it
-        await self._presence().track(self.presence_owner, self.topic, key, meta)
+        presence = self._presence()
+        if presence is not None:
+            self.tracks_presence = True  # before the await: a stop meanwhile must untrack it
+            await presence.track(self.presence_owner, self.topic, key, meta)
 
     async def update_presence(self, key: str, meta: dict[str, Any]) -> None:
-        await self._presence().update(self.presence_owner, self.topic, key, meta)
+        presence = self._presence()
+        if presence is not None:
+            await presence.update(self.presence_owner, self.topic, key, meta)
 
     async def untrack(self, key: str) -> None:
-        await self._presence().untrack(self.presence_owner, self.topic, key)
+        presence = self._presence()
+        if presence is not None:
+            await presence.untrack(self.presence_owner, self.topic, key)
 
     async def push_presence_state(self) -> None:
-        payload_json = await self._presence().state_payload(self.topic)
+        presence = self._presence()
+        if presence is None:
+            return
+        payload_json = await presence.state_payload(self.topic)
         self.socket.protocol.push_json(self.topic, self.join_ref, "presence_state", payload_json)
         self.socket.flush()
 
     def _forget_presence(self) -> None:
-        if self.tracks_presence and self.endpoint.presence is not None:
-            self.endpoint.presence.forget(self.presence_owner)
+        if self.tracks_presence and self.node.presence is not None:
+            self.node.presence.forget(self.presence_owner)
 
     def _post(self, item: tuple[Any, ...]) -> None:
         if self.state == STOPPED:
@@ -219,7 +269,7 @@ class ChannelServer:
         self.socket.flush()
 
     def _measure(self, event: str, seconds: float) -> None:
-        if seconds * 1000 > self.endpoint.settings.slow_handle_in_ms:
+        if seconds * 1000 > self.node.settings.slow_handle_in_ms:
             logger.warning(
                 "slow handle_in: %s %r took %.1f ms",
                 self.topic,
@@ -267,7 +317,7 @@ class ChannelServer:
             return
         if protocol.join_succeeded(self.topic, self.join_ref, ref, result.response):
             self.state = JOINED
-            self.endpoint.pubsub.subscribe(self.topic, self)
+            self.node.pubsub.subscribe(self.topic, self)
             self.socket.channel_joined(self)
         else:
             self.state = STOPPED
@@ -302,7 +352,7 @@ class ChannelServer:
         if self._mailbox:
             self._mailbox.clear()
         if was_joined:
-            self.endpoint.pubsub.unsubscribe(self.topic, self)
+            self.node.pubsub.unsubscribe(self.topic, self)
         self.socket.channel_stopped(self, was_joined)
         self._forget_presence()
         await self._terminate(reason)
@@ -327,7 +377,7 @@ class ChannelServer:
             return
         was_joined = self.state == JOINED
         if was_joined:
-            self.endpoint.pubsub.unsubscribe(self.topic, self)
+            self.node.pubsub.unsubscribe(self.topic, self)
         self.state = STOPPED
         if self._mailbox:
             self._mailbox.clear()

@@ -1,4 +1,5 @@
-"""The ``switchboard`` command: ``serve`` a node, or print a ``token`` for a user."""
+"""The ``switchboard`` command: ``serve`` an app's socket (or the demo), run a local
+``cluster``, or print a ``token`` for a user."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import argparse
 import socket as pysocket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from switchboard.server.config import ConfigError, Settings
+from switchboard.server.loader import LoadError
+
+if TYPE_CHECKING:
+    from switchboard.server.socket import Socket
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +24,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser(
         "serve", help="run a node (settings also come from SWITCHBOARD_* variables)"
+    )
+    serve.add_argument(
+        "socket",
+        nargs="?",
+        help="your Socket class as module:Class, imported from the current folder "
+        "(default: the demo app)",
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 4000; 0 picks a free port)")
@@ -62,9 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pubsub_url=args.pubsub_url,
                 profile=args.profile,
             )
-            return _serve(settings)
+            socket_class = None
+            if args.socket is not None:
+                from switchboard.server.loader import load_socket
+
+                socket_class = load_socket(args.socket)
+            return _serve(settings, socket_class)
         settings = Settings.from_env(secret=args.secret, profile=args.profile)
-    except ConfigError as exc:
+    except (ConfigError, LoadError) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
     from switchboard.server.auth import issue_token
@@ -73,13 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
     import dataclasses
 
     import uvicorn
 
     from switchboard.server import logs
-    from switchboard.server.app import create_app
+    from switchboard.server.demo import DemoSocket
+    from switchboard.server.endpoint import Endpoint
 
     family = pysocket.AF_INET6 if ":" in settings.host else pysocket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose listener
@@ -90,8 +108,9 @@ def _serve(settings: Settings) -> int:
     sock.listen(2048)  # connections queue from now on, before uvicorn's first accept
     settings = dataclasses.replace(settings, port=sock.getsockname()[1])
 
-    app = create_app(settings)
-    logs.configure(settings.log_level, app.state.endpoint.node)
+    endpoint = Endpoint(socket_class or DemoSocket, settings=settings)
+    app = endpoint.app
+    logs.configure(settings.log_level, endpoint.node.id)
     config = uvicorn.Config(
         app,
         ws="websockets-sansio",
@@ -107,7 +126,7 @@ def _serve(settings: Settings) -> int:
     )
     from switchboard.server.runner import DrainingServer
 
-    DrainingServer(config, app.state.endpoint).run(sockets=[sock])
+    DrainingServer(config, endpoint.node).run(sockets=[sock])
     return 0
 
 

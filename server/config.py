@@ -116,7 +116,10 @@ class Settings:
     )
     presence: bool = field(
         default=True,
-        metadata={"env": "SWITCHBOARD_PRESENCE", "help": "track presence in the demo room channel"},
+        metadata={
+            "env": "SWITCHBOARD_PRESENCE",
+            "help": "presence on this node (off: tracking does nothing; for benchmarks)",
+        },
     )
 
     user_socket_limit: int = field(

@@ -21,13 +21,13 @@ class HttpRateLimit:
         if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        endpoint = scope["app"].state.endpoint
-        settings = endpoint.settings
-        if settings.limits and endpoint.actors is not None:
+        node = scope["app"].state.node
+        settings = node.settings
+        if settings.limits and node.actors is not None:
             ip = client_ip(scope, settings.trusted_proxies)
             try:
                 decision = await ask(
-                    endpoint.actors.limiter, Acquire("http", ip), timeout=settings.actor_timeout
+                    node.actors.limiter, Acquire("http", ip), timeout=settings.actor_timeout
                 )
             except ActorError as exc:
                 response = JSONResponse(
@@ -36,7 +36,7 @@ class HttpRateLimit:
                 await response(scope, receive, send)
                 return
             if not decision.allowed:
-                endpoint.count_rate_limited("http", ip)
+                node.counters.count_rate_limited("http", ip)
                 retry = max(1, round(decision.retry_after))
                 body = {"error": "rate_limited", "retry_after": retry}
                 response = JSONResponse(body, status_code=429, headers={"Retry-After": str(retry)})

@@ -20,28 +20,31 @@ from starlette.responses import Response
 from switchboard.server import telemetry
 
 if TYPE_CHECKING:
-    from switchboard.server.endpoint import Endpoint
+    from switchboard.server.node import Node
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
 
 FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-class _EndpointCollector:
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
+class _NodeCollector:
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        e = self.endpoint
-        node = e.node
+        e = self.node
+        node = e.id
         yield _gauge("switchboard_connections", "Open sockets on this node.", node, len(e.sockets))
         yield _gauge(
-            "switchboard_joined_channels", "Joined channels on this node.", node, e.joined_channels
+            "switchboard_joined_channels",
+            "Joined channels on this node.",
+            node,
+            e.counters.joined_channels,
         )
         yield _counter(
-            "switchboard_messages_in", "Frames received from clients.", node, e.messages_in
+            "switchboard_messages_in", "Frames received from clients.", node, e.counters.messages_in
         )
-        out = e.frames_out + e.pubsub.deliveries
+        out = e.counters.frames_out + e.pubsub.deliveries
         yield _counter(
             "switchboard_messages_out",
             "Frames queued to clients (replies, pushes, broadcasts).",
@@ -55,12 +58,15 @@ class _EndpointCollector:
             e.pubsub.broadcasts,
         )
         yield _counter(
-            "switchboard_slow_consumers", "Sockets dropped for not reading.", node, e.slow_consumers
+            "switchboard_slow_consumers",
+            "Sockets dropped for not reading.",
+            node,
+            e.counters.slow_consumers,
         )
         limited = CounterMetricFamily(
             "switchboard_rate_limited", "Requests refused by a rate limit.", labels=["node", "kind"]
         )
-        for kind, count in sorted(e.rate_limited.items()):
+        for kind, count in sorted(e.counters.rate_limited.items()):
             limited.add_metric([node, kind], count)
         yield limited
         status = e.pubsub.status
@@ -69,7 +75,7 @@ class _EndpointCollector:
             "1 if the pub/sub backend is reachable.",
             labels=["node", "backend"],
         )
-        connected.add_metric([node, e.pubsub.backend.name], 1.0 if status.connected else 0.0)
+        connected.add_metric([node, e.pubsub.backend_name], 1.0 if status.connected else 0.0)
         yield connected
         if e.actors is not None:
             restarts = CounterMetricFamily(
@@ -108,17 +114,17 @@ def _counter(name: str, doc: str, node: str, value: float) -> CounterMetricFamil
 
 
 class NodeMetrics:
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, node: Node) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
-        self.registry.register(_EndpointCollector(endpoint))  # type: ignore[arg-type]
+        self.registry.register(_NodeCollector(node))  # type: ignore[arg-type]
         self.fanout = Histogram(
             "switchboard_broadcast_fanout_seconds",
             "Time to hand one broadcast to every local subscriber.",
             registry=self.registry,
             buckets=FANOUT_BUCKETS,
         )
-        endpoint.pubsub.observer = self.observe_fanout
+        node.pubsub.observer = self.observe_fanout
 
     def observe_fanout(self, topic: str, event: str, subscribers: int, seconds: float) -> None:
         self.fanout.observe(seconds)

@@ -3,9 +3,10 @@
 Data in (:meth:`SocketProtocol.receive`), events out (:meth:`events_received`), frames out
 (:meth:`data_to_send`). It answers heartbeats, routes joins and leaves, refuses unmatched
 topics and joins over the channel limit, closes a duplicate join's old channel with the old
-join_ref, and drops pushes that carry a stale join_ref. The driver (``switchboard.server.socket``) runs
-the channels and reports their outcomes back through :meth:`join_succeeded`,
-:meth:`reply`, :meth:`channel_closed` and friends, which turn them into frames.
+join_ref, and drops pushes that carry a stale join_ref. The driver
+(:mod:`~switchboard.server.socket_server`) runs the channels and reports their outcomes
+back through :meth:`join_succeeded`, :meth:`reply`, :meth:`channel_closed` and friends,
+which turn them into frames.
 
 It imports neither asyncio nor Starlette, so it is tested with data in and frames out.
 """

@@ -1,7 +1,7 @@
 """Run a node under uvicorn, with a graceful drain on SIGTERM.
 
 uvicorn alone closes every WebSocket at once on SIGTERM. We first drain (see
-:meth:`switchboard.server.endpoint.Endpoint.drain`), then let uvicorn shut down, and force an exit if
+:meth:`switchboard.server.node.Node.drain`), then let uvicorn shut down, and force an exit if
 the whole thing outlasts ``shutdown_timeout``. A second signal forces the exit at once.
 """
 
@@ -14,15 +14,15 @@ from types import FrameType
 
 import uvicorn
 
-from switchboard.server.endpoint import Endpoint
+from switchboard.server.node import Node
 
 logger = logging.getLogger("switchboard.runner")
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, endpoint: Endpoint) -> None:
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
         super().__init__(config)
-        self.endpoint = endpoint
+        self.node = node
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -45,15 +45,15 @@ class DrainingServer(uvicorn.Server):
 
     def _start_drain(self) -> None:
         assert self._loop is not None
-        settings = self.endpoint.settings
+        settings = self.node.settings
         self._loop.call_later(settings.shutdown_timeout, self._force_exit)
         self._drain_task = self._loop.create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        settings = self.endpoint.settings
+        settings = self.node.settings
         try:
             budget = max(1.0, settings.shutdown_timeout - 5.0)
-            await asyncio.wait_for(self.endpoint.drain(settings.drain_period), budget)
+            await asyncio.wait_for(self.node.drain(settings.drain_period), budget)
         except TimeoutError:
             logger.warning("drain did not finish in time; shutting down anyway")
         except Exception:
@@ -63,6 +63,6 @@ class DrainingServer(uvicorn.Server):
     def _force_exit(self) -> None:
         logger.error(
             "shutdown took longer than %.0f s; forcing exit",
-            self.endpoint.settings.shutdown_timeout,
+            self.node.settings.shutdown_timeout,
         )
         self.should_exit = self.force_exit = True

@@ -1,237 +1,97 @@
-"""One client connection: its protocol state, its channels and its outbox.
+"""``Socket``: what a client connection is in your app (Phoenix's ``UserSocket``).
 
-The transport feeds frames to :meth:`Socket.receive`; the socket runs them through the
-sans-I/O :class:`~server.protocol.SocketProtocol`, starts and feeds channel servers, and
-writes every resulting frame to the outbox. Closing is idempotent and always ends every
-channel (``terminate`` runs, presences leave).
+Subclass it to say which channels a client may join, how it authenticates, and what
+identifies it::
+
+    class ChatSocket(Socket):
+        channels = {"lobby:*": LobbyChannel}
+
+        async def connect(self, params, info):
+            if not params.get("name"):
+                return False                      # refused: HTTP 403
+            self.assigns["name"] = params["name"]
+            return True
+
+        def id(self):
+            return f"chat:{self.assigns['name']}"
+
+``connect`` runs once per connection, before the WebSocket upgrade, with the query
+parameters (phoenix.js ``params``) and a :class:`ConnectInfo`; plain or async. True
+accepts; False refuses with 403; an exception refuses too, and is logged. What it puts in
+``self.assigns`` every channel of the socket sees as ``self.socket.assigns``.
+
+``id`` names the socket (or returns None for an anonymous one). Sockets with the same id
+count toward the per-user socket limit together, and a ``disconnect`` broadcast on the id
+(``Channel.broadcast_to(id, "disconnect", {})``, or an emitter's ``disconnect(id)``)
+closes every one of them, on every node, with 1001; phoenix.js then reconnects with
+whatever credentials it has by then.
+
+The default ``connect`` checks a signed token (:func:`switchboard.issue_token`) from
+``params["token"]`` or phoenix.js's ``authToken``, and puts its user in
+``assigns["user_id"]``; the default ``id`` is ``users_socket:<user_id>``.
+
+Security note: the origin allow-list, connect rate per client address and the per-user
+socket limit apply to every socket class before and after ``connect``; ``connect`` itself
+decides only who the client is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from switchboard.actors.token_bucket import TokenBucket
-from switchboard.channels.channel import SocketInfo
-from switchboard.server.channel_server import ChannelServer
-from switchboard.server.codec import Frame
-from switchboard.server.errors import ProtocolError
-from switchboard.server.outbox import Outbox, SendFunction
-from switchboard.server.protocol import JoinRequested, LeaveRequested, PushReceived, SocketProtocol
+from switchboard.server.auth import Identity, verify_token
+from switchboard.server.errors import AuthenticationError
 
 if TYPE_CHECKING:
-    from switchboard.server.endpoint import Endpoint
+    from switchboard.channels.channel import Channel
 
-logger = logging.getLogger("switchboard.socket")
 
-# Close codes. phoenix.js reconnects on anything but 1000, so we never use 1000.
-GOING_AWAY = 1001  # disconnect broadcast, idle
-SERVICE_RESTART = 1012  # the node drains: reconnect (through the balancer) to another
-POLICY_VIOLATION = 1008  # bad frames, flooding
-TRY_AGAIN_LATER = 1013  # slow consumer
+@dataclass(frozen=True, slots=True)
+class ConnectInfo:
+    """What ``connect`` knows of the client beyond its parameters."""
 
-RATE_LIMITED = {"reason": "rate_limited"}
+    #: The client's address: the TCP peer, or what a trusted proxy says it is.
+    address: str
+    #: The upgrade request's headers, names in lower case.
+    headers: Mapping[str, str]
+    #: The ``Origin`` header (browsers send it; other clients may not).
+    origin: str | None
+    #: The token phoenix.js sends with its ``authToken`` option (a subprotocol), if any.
+    auth_token: str | None
 
 
 class Socket:
-    __slots__ = (
-        "endpoint",
-        "serial",
-        "info",
-        "protocol",
-        "outbox",
-        "channels",
-        "closed",
-        "close_code",
-        "last_seen",
-        "_close_transport",
-        "_join_bucket",
-        "_push_bucket",
-        "_rejected_in_a_row",
-    )
+    """Base class of a connection's behaviour; one instance per client connection."""
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        serial: int,
-        info: SocketInfo,
-        send: SendFunction,
-        close_transport: Callable[[int, str], None],
-        try_write: Callable[[Frame], bool] | None = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.serial = serial
-        self.info = info
-        settings = endpoint.settings
-        self.protocol = SocketProtocol(
-            endpoint.router.matches,
-            max_channels=settings.max_channels,
-            max_frame_size=settings.max_frame_size,
-        )
-        self.outbox = Outbox(
-            send, settings.outbox_limit, self._overflowed, self._send_failed, try_write
-        )
-        self.channels: dict[str, ChannelServer] = {}
-        self.closed = False
-        self.close_code: int | None = None
-        self.last_seen = now = time.monotonic()
-        self._close_transport = close_transport
-        # Join and push limits are per-socket state, so the socket owns them: checking them
-        # costs no actor round trip on the push path.
-        self._join_bucket = self._push_bucket = None
-        if settings.limits:
-            self._join_bucket = TokenBucket(*settings.rate("join_rate"), now)
-            self._push_bucket = TokenBucket(*settings.rate("push_rate"), now)
-        self._rejected_in_a_row = 0
+    #: Topic patterns (``"room:lobby"`` or ``"room:*"``) and the channel class each runs.
+    channels: ClassVar[Mapping[str, type[Channel]]] = {}
 
-    def __repr__(self) -> str:
-        return f"<Socket {self.info.id} user={self.info.user_id}>"
+    def __init__(self) -> None:
+        #: Per-connection state for the channels (``self.socket.assigns`` there).
+        self.assigns: dict[str, Any] = {}
+        self._secret = ""
 
-    # -- inbound ---------------------------------------------------------------------------
-
-    def receive(self, data: Frame) -> None:
-        if self.closed:
-            return
-        self.last_seen = now = time.monotonic()
-        self.endpoint.messages_in += 1
-        try:
-            self.protocol.receive(data)
-        except ProtocolError as exc:
-            logger.warning("closing socket %s: %s", self.info.id, exc)
-            self.flush()
-            self.close(exc.code, exc.reason)
-            return
-        for event in self.protocol.events_received():
-            if type(event) is PushReceived:
-                message = event.message
-                channel = self.channels.get(message.topic)
-                if channel is None:
-                    continue
-                if self._push_bucket is not None and self._push_bucket.take(now):
-                    self.endpoint.count_rate_limited("push", self.info.id)
-                    self.protocol.reply(
-                        message.topic, channel.join_ref, message.ref, "error", RATE_LIMITED
-                    )
-                    if self._flooding():
-                        return
-                    continue
-                self._rejected_in_a_row = 0
-                channel.post_in(message)
-            elif type(event) is JoinRequested:
-                if self._join_bucket is not None and self._join_bucket.take(now):
-                    self.endpoint.count_rate_limited("join", self.info.id)
-                    self._refuse_join(event)
-                    if self._flooding():
-                        return
-                    continue
-                self._join(event)
-            elif type(event) is LeaveRequested:
-                channel = self.channels.get(event.topic)
-                if channel is not None:
-                    channel.post_leave(event.ref)
-                else:
-                    self.protocol.left(event.topic, event.join_ref, event.ref)
-        self.flush()
-
-    def _flooding(self) -> bool:
-        """Count a rate-limited message; close the socket if it keeps flooding."""
-        self._rejected_in_a_row += 1
-        if self._rejected_in_a_row < self.endpoint.settings.flood_disconnect:
+    def connect(self, params: Mapping[str, str], info: ConnectInfo) -> Any:
+        """Accept (True) or refuse (False) the connection; may be a coroutine."""
+        identity = self.verify_token(params.get("token") or info.auth_token)
+        if identity is None:
             return False
-        logger.warning(
-            "closing socket %s: still flooding after %d rate-limited messages",
-            self.info.id,
-            self._rejected_in_a_row,
-        )
-        self.flush()
-        self.close(POLICY_VIOLATION, "rate limited")
+        self.assigns["user_id"] = identity.user_id
+        if identity.admin:
+            self.assigns["admin"] = True
         return True
 
-    def _refuse_join(self, event: JoinRequested) -> None:
-        if event.replaces is not None:
-            old = self.channels.pop(event.topic, None)
-            if old is not None:
-                old.shutdown("duplicate_join")
-        self.protocol.join_failed(event.topic, event.join_ref, event.ref, RATE_LIMITED)
+    def id(self) -> str | None:
+        """The socket's id, or None; see the module docstring."""
+        user_id = self.assigns.get("user_id")
+        return f"users_socket:{user_id}" if user_id is not None else None
 
-    def _join(self, event: JoinRequested) -> None:
-        if event.replaces is not None:
-            old = self.channels.pop(event.topic, None)
-            if old is not None:
-                old.shutdown("duplicate_join")
-        channel_class = self.endpoint.router.match(event.topic)
-        assert channel_class is not None  # the protocol only emits joins for routed topics
-        server = ChannelServer(self, channel_class, event.topic, event.join_ref)
-        self.channels[event.topic] = server
-        server.post_join(event.payload, event.ref)
-
-    def channel_joined(self, server: ChannelServer) -> None:
-        self.endpoint.channel_joined(self, server)
-
-    def channel_stopped(self, server: ChannelServer, was_joined: bool) -> None:
-        if self.channels.get(server.topic) is server:
-            del self.channels[server.topic]
-        if was_joined:
-            self.endpoint.channel_left(self, server)
-
-    # -- outbound --------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        frames = self.protocol.data_to_send()
-        if frames:
-            self.endpoint.frames_out += len(frames)
-            for frame in frames:
-                self.outbox.put(frame)
-
-    def _overflowed(self) -> None:
-        logger.warning(
-            "closing socket %s (user %s): slow consumer, outbound queue over %d bytes",
-            self.info.id,
-            self.info.user_id,
-            self.outbox.limit,
-        )
-        self.endpoint.slow_consumers += 1
-        self.close(TRY_AGAIN_LATER, "slow consumer")
-
-    def _send_failed(self, exc: BaseException) -> None:
-        logger.debug("socket %s: write failed (%r); client gone", self.info.id, exc)
-        self.connection_lost()
-
-    # -- closing ---------------------------------------------------------------------------
-
-    async def drain(self, timeout: float) -> None:
-        """Answer what the client already sent, then close with 1012 so it reconnects."""
-        busy = [channel.wait_idle() for channel in list(self.channels.values())]
-        if busy:
-            try:
-                await asyncio.wait_for(asyncio.gather(*busy), timeout)
-            except TimeoutError:
-                logger.warning(
-                    "socket %s: pushes still running after %.1f s of drain", self.info.id, timeout
-                )
-        self.flush()
-        self.close(SERVICE_RESTART, "node draining")
-
-    def close(self, code: int = GOING_AWAY, reason: str = "") -> None:
-        """Close from the server side with ``code`` (never 1000: clients must come back)."""
-        if self.closed:
-            return
-        self.close_code = code
-        self._end(f"closed: {reason or code}")
-        self._close_transport(code, reason)
-
-    def connection_lost(self) -> None:
-        """The client went away (or its transport failed)."""
-        if not self.closed:
-            self._end("disconnected")
-            self._close_transport(GOING_AWAY, "")
-
-    def _end(self, reason: str) -> None:
-        self.closed = True
-        for server in list(self.channels.values()):
-            server.shutdown(reason)
-        self.outbox.close()
-        self.endpoint.socket_closed(self)
+    def verify_token(self, token: str | None) -> Identity | None:
+        """The identity in a token signed with this node's secret, or None if it is
+        missing, forged or expired (Phoenix's ``Phoenix.Token.verify``)."""
+        try:
+            return verify_token(self._secret, token)
+        except AuthenticationError:
+            return None

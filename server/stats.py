@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from switchboard.actors.bridge import tell
+from switchboard.actors.cache import CachePut
 from switchboard.actors.errors import ActorError
+from switchboard.channels.dashboard import STATS_VIEW_KEY
 from switchboard.server.codec import Frame
 from switchboard.server.tasks import stop_tasks
 
 if TYPE_CHECKING:
-    from switchboard.server.endpoint import Endpoint
+    from switchboard.server.node import Node
 
 logger = logging.getLogger("switchboard.stats")
 
@@ -38,10 +41,8 @@ def resident_memory() -> int:
 
 
 class ClusterStats:
-    def __init__(
-        self, endpoint: Endpoint, interval: float = 1.0, expire_after: float = 5.0
-    ) -> None:
-        self.endpoint = endpoint
+    def __init__(self, node: Node, interval: float = 1.0, expire_after: float = 5.0) -> None:
+        self.node = node
         self.interval = interval
         self.expire_after = expire_after
         self.nodes: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -49,11 +50,11 @@ class ClusterStats:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.endpoint.pubsub.subscribe(STATS_TOPIC, self)
+        self.node.pubsub.subscribe(STATS_TOPIC, self)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        self.endpoint.pubsub.unsubscribe(STATS_TOPIC, self)
+        self.node.pubsub.unsubscribe(STATS_TOPIC, self)
         if self._task is not None:
             await stop_tasks([self._task])
 
@@ -69,18 +70,21 @@ class ClusterStats:
         while True:
             try:
                 sample = await self.sample()
-                self.nodes[self.endpoint.node] = (time.monotonic(), sample)
-                self.endpoint.pubsub.backend.publish(
+                self.nodes[self.node.id] = (time.monotonic(), sample)
+                self.node.pubsub.broadcast_remote(
                     STATS_TOPIC, "sample", orjson.dumps(sample).decode()
                 )
                 deadline = time.monotonic() - self.expire_after
-                for node in [n for n, (heard, _) in self.nodes.items() if heard < deadline]:
-                    del self.nodes[node]
-                if self.endpoint.pubsub.subscriber_count(DASHBOARD_TOPIC):
-                    self.endpoint.pubsub.local_broadcast(
+                for name in [n for n, (heard, _) in self.nodes.items() if heard < deadline]:
+                    del self.nodes[name]
+                view = self.view()
+                if self.node.actors is not None:  # the dashboard's join reply reads it there
+                    tell(self.node.actors.cache, CachePut(STATS_VIEW_KEY, view))
+                if self.node.pubsub.subscriber_count(DASHBOARD_TOPIC):
+                    self.node.pubsub.local_broadcast(
                         DASHBOARD_TOPIC,
                         "stats",
-                        orjson.dumps([None, None, DASHBOARD_TOPIC, "stats", self.view()]).decode(),
+                        orjson.dumps([None, None, DASHBOARD_TOPIC, "stats", view]).decode(),
                     )
             except asyncio.CancelledError:
                 raise
@@ -89,10 +93,10 @@ class ClusterStats:
             await asyncio.sleep(self.interval)
 
     async def sample(self) -> dict[str, Any]:
-        e = self.endpoint
+        e = self.node
         now = time.monotonic()
-        messages_in = e.messages_in
-        messages_out = e.frames_out + e.pubsub.deliveries
+        messages_in = e.counters.messages_in
+        messages_out = e.counters.frames_out + e.pubsub.deliveries
         in_rate = out_rate = 0.0
         if self._last is not None:
             elapsed = max(1e-6, now - self._last[0])
@@ -126,11 +130,11 @@ class ClusterStats:
                 },
             }
         return {
-            "node": e.node,
+            "node": e.id,
             "ts": time.time(),
             "accepting": e.accepting,
             "connections": len(e.sockets),
-            "joined_channels": e.joined_channels,
+            "joined_channels": e.counters.joined_channels,
             "messages_in": messages_in,
             "messages_out": messages_out,
             "in_per_s": round(in_rate, 1),
@@ -138,7 +142,7 @@ class ClusterStats:
             "memory_bytes": resident_memory(),
             "actors": actors,
             "pubsub": {
-                "backend": e.pubsub.backend.name,
+                "backend": e.pubsub.backend_name,
                 "connected": status.connected,
                 "reason": status.reason,
             },

@@ -10,25 +10,28 @@ close the connection.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket as pysocket
 import struct
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from switchboard.server import eager, logs
-from switchboard.server.auth import token_from_subprotocols, verify_token
+from switchboard.server.auth import token_from_subprotocols
 from switchboard.server.client_ip import client_ip
 from switchboard.server.codec import Frame
-from switchboard.server.endpoint import socket_id_topic
-from switchboard.server.errors import AuthenticationError, UnsupportedVersion
+from switchboard.server.errors import UnsupportedVersion
 from switchboard.server.protocol import negotiate_version
+from switchboard.server.socket import ConnectInfo, Socket
+from switchboard.server.socket_server import SocketServer
 
 if TYPE_CHECKING:
-    from switchboard.server.endpoint import Endpoint
+    from switchboard.channels.router import Router
+    from switchboard.server.node import Node
 
 logger = logging.getLogger("switchboard.transport")
 
@@ -40,7 +43,6 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     return origin.rstrip("/") in allowed or "*" in allowed
 
 
-SOCKET_PATH = "/socket/websocket"
 TRANSPORT_KEY = "switchboard.transport"
 PROTOCOL_KEY = "switchboard.protocol"
 
@@ -55,23 +57,36 @@ class CaptureTransport:
     aborted. Elsewhere we fall back to the graceful close.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, sockets: dict[str, SocketEndpoint]) -> None:
         self.app = app
+        self.sockets = sockets
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
-            protocol = getattr(send, "__self__", None)
-            transport = getattr(protocol, "transport", None)
-            if transport is not None and hasattr(transport, "abort"):
-                scope[TRANSPORT_KEY] = transport
-                scope[PROTOCOL_KEY] = protocol
-            if scope["path"] == SOCKET_PATH:
+            capture_server_protocol(scope, receive, send)
+            endpoint = self.sockets.get(scope["path"])
+            if endpoint is not None:
                 # Straight to the endpoint: every layer between here and the route would keep
                 # a suspended frame for the socket's whole life (~4 KiB per connection), and
                 # none of them (HTTP headers, HTTP limits, exception pages) applies to it.
-                await websocket_endpoint(WebSocket(scope, receive, send))
+                await endpoint(WebSocket(scope, receive, send))
                 return
         await self.app(scope, receive, send)
+
+
+def capture_server_protocol(scope: Any, receive: Any, send: Any) -> None:
+    """Keep the server's protocol and TCP transport in ``scope`` if we can reach them: the
+    ASGI callables are its bound methods (uvicorn); middleware may have wrapped ``send``
+    but seldom ``receive``."""
+    if PROTOCOL_KEY in scope:
+        return
+    for callable_ in (send, receive):
+        protocol = getattr(callable_, "__self__", None)
+        transport = getattr(protocol, "transport", None)
+        if transport is not None and hasattr(transport, "abort"):
+            scope[TRANSPORT_KEY] = transport
+            scope[PROTOCOL_KEY] = protocol
+            return
 
 
 _last_frame: list[Any] = [None, b""]  # (frame, its WebSocket encoding): one broadcast, N writes
@@ -208,50 +223,72 @@ def _reset(transport: Any) -> None:
     transport.abort()
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    endpoint: Endpoint = websocket.app.state.endpoint
-    settings = endpoint.settings
+SocketEndpoint = Callable[[WebSocket], Coroutine[Any, Any, None]]
+
+
+def socket_endpoint(node: Node, socket_class: type[Socket], router: Router) -> SocketEndpoint:
+    """The WebSocket endpoint serving ``socket_class`` (its channels routed by ``router``)."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        capture_server_protocol(websocket.scope, websocket._receive, websocket._send)
+        await serve_socket(node, socket_class, router, websocket)
+
+    return endpoint
+
+
+async def serve_socket(
+    node: Node, socket_class: type[Socket], router: Router, websocket: WebSocket
+) -> None:
+    """Admit the client (origin, version, connect rate, ``Socket.connect``, per-id limit),
+    upgrade, then feed its frames to a :class:`SocketServer` until it goes."""
+    settings = node.settings
     ip = client_ip(websocket.scope, settings.trusted_proxies)
-    if not endpoint.accepting:
+    if not node.accepting:
         await _refuse(websocket, ip, 503, "node is draining", {"Retry-After": "1"})
         return
-    refusal = _refusal(websocket, endpoint)
+    refusal = _refusal(websocket, settings.allowed_origins)
     if refusal is not None:
         await _refuse(websocket, ip, 403, refusal)
         return
-    admission = await endpoint.admit_ip(ip)
+    admission = await node.admission.admit_address(ip)
     if not admission.admitted:
         await _refuse(websocket, ip, admission.status, admission.reason, admission.headers)
         return
-    token = websocket.query_params.get("token") or token_from_subprotocols(
-        list(websocket.scope.get("subprotocols", ()))
+    handler = socket_class()
+    handler._secret = settings.secret
+    subprotocols = list(websocket.scope.get("subprotocols") or ())
+    info = ConnectInfo(
+        address=ip,
+        headers={name: value for name, value in websocket.headers.items()},
+        origin=websocket.headers.get("origin"),
+        auth_token=token_from_subprotocols(subprotocols),
     )
-    try:
-        identity = verify_token(settings.secret, token)
-    except AuthenticationError as exc:
-        await _refuse(websocket, ip, 403, str(exc))
+    socket_id, why = await _identify(handler, dict(websocket.query_params), info)
+    if why:
+        await _refuse(websocket, ip, 403, why)
         return
-    admission = await endpoint.admit_user(identity.user_id)
+    admission = await node.admission.admit_socket(socket_id)
     if not admission.admitted:
         await _refuse(websocket, ip, admission.status, admission.reason, admission.headers)
         return
-    offered = websocket.scope.get("subprotocols") or ()
     try:
-        await websocket.accept(subprotocol="phoenix" if "phoenix" in offered else None)
+        await websocket.accept(subprotocol="phoenix" if "phoenix" in subprotocols else None)
     except BaseException:
-        endpoint.release(admission.serial)
+        node.admission.release(admission.serial)
         raise
 
     _release_handshake(websocket.scope)
-    logs.socket_id.set(socket_id_topic(identity.user_id))  # this task's log lines carry it
+    logs.socket_id.set(socket_id)  # this task's log lines carry it
     connection = _Connection(websocket, asyncio.current_task())
     writer = _DirectWriter.for_scope(websocket.scope)
-    socket = endpoint.open_socket(
+    socket = SocketServer(
+        node,
+        router,
         admission.serial,
-        identity.user_id,
+        handler,
+        socket_id,
         connection.send,
         connection.close,
-        admin=identity.admin,
         try_write=writer.try_write if writer is not None else None,
     )
     receive = websocket.receive
@@ -271,8 +308,38 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         socket.connection_lost()
 
 
-def _refusal(websocket: WebSocket, endpoint: Endpoint) -> str | None:
-    if not origin_allowed(websocket.headers.get("origin"), endpoint.settings.allowed_origins):
+async def _identify(
+    handler: Socket, params: dict[str, str], info: ConnectInfo
+) -> tuple[str | None, str]:
+    """Run the app's ``connect`` and ``id``: (socket id, "") if accepted, else (None, why).
+
+    An exception in either refuses the socket and is logged with its traceback: a bug in
+    the app's socket costs that one client a 403, never the server a 500.
+    """
+    name = type(handler).__qualname__
+    try:
+        accepted = handler.connect(params, info)
+        if inspect.isawaitable(accepted):
+            accepted = await accepted
+    except Exception:
+        logger.exception("%s.connect raised; refusing the socket", name)
+        return None, f"{name}.connect raised"
+    if accepted is not True:
+        if accepted is not False:
+            logger.error("%s.connect returned %r; expected True or False", name, accepted)
+        return None, f"{name}.connect refused"
+    try:
+        socket_id = handler.id()
+        if socket_id is not None and not isinstance(socket_id, str):
+            raise TypeError(f"id() returned {socket_id!r}; expected a string or None")
+    except Exception:
+        logger.exception("%s.id raised; refusing the socket", name)
+        return None, f"{name}.id raised"
+    return socket_id, ""
+
+
+def _refusal(websocket: WebSocket, allowed_origins: tuple[str, ...]) -> str | None:
+    if not origin_allowed(websocket.headers.get("origin"), allowed_origins):
         return f"origin {websocket.headers.get('origin')!r} not allowed"
     try:
         negotiate_version(websocket.query_params.get("vsn"))

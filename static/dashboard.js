@@ -564,7 +564,7 @@ async function connect(adminToken) {
 
   const current = { adminToken, token, failures: 0, renewing: false };
   // phoenix.js calls the params closure on every (re)connect, so renewed tokens are used.
-  const socket = new Socket("/socket", { params: () => ({ token: current.token }) });
+  const socket = new Socket("/admin/socket", { params: () => ({ token: current.token }) });
   const channel = socket.channel("admin:dashboard", {});
   Object.assign(current, { socket, channel });
   session = current;

@@ -1,7 +1,7 @@
 """The interface a pub/sub backend implements to carry broadcasts between nodes.
 
-The core (:class:`switchboard.server.pubsub.core.PubSub`) always does local fan-out itself; a backend
-only moves already-encoded broadcasts to the other nodes and hands theirs to the core. The
+The core (:class:`~switchboard.server.pubsub.core.PubSub`) always does local fan-out itself; a
+backend only moves already-encoded broadcasts to the other nodes and hands theirs to the core. The
 core subscribes the backend to a topic on its first local subscriber and unsubscribes on
 its last. ``publish``/``subscribe`` never block and never raise on an outage: a backend
 that cannot reach its engine reports it through :attr:`status` and catches up once back.

@@ -25,6 +25,8 @@ class Subscriber(Protocol):
 
 
 class PubSub:
+    """Topics and their local subscribers; the backend behind it is this object's business."""
+
     def __init__(self, backend: Backend, node: str) -> None:
         self.backend = backend
         self.node = node
@@ -43,6 +45,19 @@ class PubSub:
     @property
     def status(self) -> BackendStatus:
         return self.backend.status
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def on_reconnect(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after the backend came back from an outage; broadcasts sent
+        meanwhile were lost, so this is when to resync state shared between nodes."""
+        self.backend.add_reconnect_listener(listener)
+
+    async def settled(self) -> None:
+        """Return once every subscribe and unsubscribe made so far is in effect cluster-wide."""
+        await self.backend.settled()
 
     def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         subscribers = self._topics.get(topic)
@@ -71,6 +86,10 @@ class PubSub:
     ) -> None:
         self.broadcasts += 1
         self.local_broadcast(topic, event, frame, exclude)
+        self.backend.publish(topic, event, frame)
+
+    def broadcast_remote(self, topic: str, event: str, frame: Frame) -> None:
+        """Send ``frame`` to the other nodes' subscribers only (node-to-node traffic)."""
         self.backend.publish(topic, event, frame)
 
     def local_broadcast(

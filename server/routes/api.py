@@ -18,7 +18,7 @@ from switchboard.actors.bridge import ask
 from switchboard.actors.cache import CacheDelete, CacheGet, CacheInvalidatePrefix, CachePut
 from switchboard.actors.errors import ActorError
 from switchboard.server.auth import issue_token
-from switchboard.server.endpoint import Endpoint
+from switchboard.server.node import Node
 from switchboard.server.security import bearer_matches
 
 RESERVED_EVENTS = {"phx_join", "phx_leave", "phx_reply", "phx_error", "phx_close", "heartbeat"}
@@ -43,13 +43,13 @@ def _unauthorized(request: Request, key: str, what: str) -> Response | None:
 
 async def broadcast(request: Request) -> Response:
     """``POST /api/broadcast`` ``{"topic", "event", "payload"}`` -> 202, on every node."""
-    endpoint: Endpoint = request.app.state.endpoint
-    refusal = _unauthorized(request, endpoint.settings.api_key, "the broadcast API")
+    node: Node = request.app.state.node
+    refusal = _unauthorized(request, node.settings.api_key, "the broadcast API")
     if refusal is not None:
         return refusal
     body = await request.body()
-    if len(body) > endpoint.settings.max_frame_size:
-        return _error(413, f"body over {endpoint.settings.max_frame_size} bytes")
+    if len(body) > node.settings.max_frame_size:
+        return _error(413, f"body over {node.settings.max_frame_size} bytes")
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -69,21 +69,21 @@ async def broadcast(request: Request) -> Response:
     if problems:
         return JSONResponse({"error": "invalid broadcast", "problems": problems}, status_code=422)
     assert isinstance(topic, str) and isinstance(event, str)
-    endpoint.pubsub.broadcast(topic, event, payload)
+    node.pubsub.broadcast(topic, event, payload)
     return JSONResponse({"ok": True, "topic": topic, "event": event}, status_code=202)
 
 
 async def presence_of_topic(request: Request) -> Response:
     """``GET /api/presence/{topic}`` -> the topic's presences, in Phoenix's format."""
-    endpoint: Endpoint = request.app.state.endpoint
-    refusal = _unauthorized(request, endpoint.settings.api_key, "the presence API")
+    node: Node = request.app.state.node
+    refusal = _unauthorized(request, node.settings.api_key, "the presence API")
     if refusal is not None:
         return refusal
     topic = request.path_params["topic"]
-    if endpoint.presence is None:
+    if node.presence is None:
         return _error(404, "presence is off on this node")
     try:
-        presences = await endpoint.presence.list(topic)
+        presences = await node.presence.list(topic)
     except ActorError as exc:
         return _error(503, f"presence unavailable: {exc}")
     return JSONResponse({"topic": topic, "presences": presences})
@@ -91,14 +91,14 @@ async def presence_of_topic(request: Request) -> Response:
 
 async def cache_entry(request: Request) -> Response:
     """``GET``/``PUT``/``DELETE /api/cache/{key}``: the node's cache; deletes reach every node."""
-    endpoint: Endpoint = request.app.state.endpoint
-    refusal = _unauthorized(request, endpoint.settings.api_key, "the cache API")
+    node: Node = request.app.state.node
+    refusal = _unauthorized(request, node.settings.api_key, "the cache API")
     if refusal is not None:
         return refusal
-    if endpoint.actors is None:
+    if node.actors is None:
         return _error(404, "no cache on this node")
     key = request.path_params["key"]
-    target, timeout = endpoint.actors.cache, endpoint.settings.actor_timeout
+    target, timeout = node.actors.cache, node.settings.actor_timeout
     try:
         if request.method == "GET":
             value = await ask(target, CacheGet(key), timeout=timeout)
@@ -130,11 +130,11 @@ async def cache_entry(request: Request) -> Response:
 
 async def admin_socket_token(request: Request) -> Response:
     """``POST /api/admin/socket-token``: a short-lived admin socket token for the dashboard."""
-    endpoint: Endpoint = request.app.state.endpoint
-    refusal = _unauthorized(request, endpoint.settings.admin_token, "the admin API")
+    node: Node = request.app.state.node
+    refusal = _unauthorized(request, node.settings.admin_token, "the admin API")
     if refusal is not None:
         return refusal
-    token = issue_token(endpoint.settings.secret, "admin:dashboard", ttl=3600, admin=True)
+    token = issue_token(node.settings.secret, "admin:dashboard", ttl=3600, admin=True)
     return JSONResponse({"token": token})
 
 

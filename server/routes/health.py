@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from switchboard.server.endpoint import Endpoint
+from switchboard.server.node import Node
 
 
 async def live(request: Request) -> Response:
@@ -14,20 +14,20 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    endpoint: Endpoint = request.app.state.endpoint
+    node: Node = request.app.state.node
     reasons = []
-    if not endpoint.accepting:
+    if not node.accepting:
         reasons.append("draining")
-    if endpoint.actors is not None and not endpoint.actors.healthy:
-        reasons.append(f"actors: {endpoint.actors.status()['gave_up'] or 'not running'}")
-    status = endpoint.pubsub.status
+    if node.actors is not None and not node.actors.healthy:
+        reasons.append(f"actors: {node.actors.status()['gave_up'] or 'not running'}")
+    status = node.pubsub.status
     if not status.connected:
-        reasons.append(f"pub/sub {endpoint.pubsub.backend.name}: {status.reason or 'disconnected'}")
+        reasons.append(f"pub/sub {node.pubsub.backend_name}: {status.reason or 'disconnected'}")
     if reasons:
         return JSONResponse(
             {"status": "unavailable", "reason": "; ".join(reasons)}, status_code=503
         )
-    return JSONResponse({"status": "ok", "node": endpoint.node})
+    return JSONResponse({"status": "ok", "node": node.id})
 
 
 routes = [Route("/health/live", live), Route("/health/ready", ready)]

@@ -12,15 +12,15 @@ from switchboard.actors.bridge import ask, tell
 from switchboard.actors.cache import CacheStats
 from switchboard.actors.errors import ActorError, ActorUnavailableError
 from switchboard.actors.faults import InjectFault, Stall
-from switchboard.server.endpoint import Endpoint
+from switchboard.server.node import Node
 
 
 def _target(request: Request) -> object:
-    endpoint: Endpoint = request.app.state.endpoint
+    node: Node = request.app.state.node
     name = request.path_params["name"]
-    if endpoint.actors is None or name not in ("cache", "limiter", "presence"):
+    if node.actors is None or name not in ("cache", "limiter", "presence"):
         return None
-    return getattr(endpoint.actors, name)
+    return getattr(node.actors, name)
 
 
 async def fault(request: Request) -> Response:
@@ -45,20 +45,18 @@ async def stall(request: Request) -> Response:
 
 async def restarts(request: Request) -> Response:
     """Supervision status, and the cache's counters (hits show presence_state reuse)."""
-    endpoint: Endpoint = request.app.state.endpoint
-    if endpoint.actors is None:
+    node: Node = request.app.state.node
+    if node.actors is None:
         return JSONResponse({})
-    status = endpoint.actors.status()
+    status = node.actors.status()
     try:
-        stats = await ask(
-            endpoint.actors.cache, CacheStats(), timeout=endpoint.settings.actor_timeout
-        )
+        stats = await ask(node.actors.cache, CacheStats(), timeout=node.settings.actor_timeout)
         status["cache"] = dataclasses.asdict(stats)
     except ActorError as exc:
         status["cache"] = {"error": str(exc)}
-    if endpoint.presence is not None:
+    if node.presence is not None:
         try:
-            status["presence_state_builds"] = (await endpoint.presence.summary())["state_builds"]
+            status["presence_state_builds"] = (await node.presence.summary())["state_builds"]
         except ActorError as exc:
             status["presence_state_builds"] = str(exc)
     return JSONResponse(status)
@@ -69,19 +67,19 @@ async def runtime(request: Request) -> Response:
     import asyncio
     import threading
 
-    endpoint: Endpoint = request.app.state.endpoint
+    node: Node = request.app.state.node
     tasks = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]  # type: ignore[union-attr]
     return JSONResponse(
         {
             "tasks": len(tasks),
             "task_names": sorted(set(tasks)),
             "threads": threading.active_count(),
-            "sockets": len(endpoint.sockets),
+            "sockets": len(node.sockets),
             "pubsub": {
-                "connected": endpoint.pubsub.status.connected,
-                "reason": endpoint.pubsub.status.reason,
+                "connected": node.pubsub.status.connected,
+                "reason": node.pubsub.status.reason,
             },
-            "peers": endpoint.presence.peers() if endpoint.presence else {},
+            "peers": node.presence.peers() if node.presence else {},
         }
     )
 

@@ -20,12 +20,12 @@ def _actor_threads() -> set[threading.Thread]:
 def test_the_actor_tree_starts_with_the_app_and_leaves_no_thread_after_shutdown() -> None:
     before = _actor_threads()
     app = create_app(Settings.from_env({}, profile="test", port=0))
-    endpoint = app.state.endpoint
+    node = app.state.node
     running: set[threading.Thread] = set()
 
     async def lifespan() -> None:
         async with app.router.lifespan_context(app):
-            assert endpoint.healthy and endpoint.pubsub.status.connected
+            assert node.healthy and node.pubsub.status.connected
             names = {ref.actor_class.__name__ for ref in pykka.ActorRegistry.get_all()}
             assert {"CacheActor", "LimiterActor", "PresenceActor"} <= names
             running.update(_actor_threads() - before)
@@ -36,4 +36,4 @@ def test_the_actor_tree_starts_with_the_app_and_leaves_no_thread_after_shutdown(
         thread.join(5)
     assert not [t for t in running if t.is_alive()], "actor threads outlived the app"
     assert not pykka.ActorRegistry.get_all()
-    assert not endpoint.healthy
+    assert not node.healthy

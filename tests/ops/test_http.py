@@ -349,12 +349,19 @@ def test_an_admin_socket_token_needs_the_admin_bearer_and_joins_the_dashboard(
     assert response.status_code == 200
     token = response.json()["token"]
     with ExitStack() as stack:
-        admin = Client.open(stack, f"{server.ws_url}?token={token}&vsn=2.0.0")
+        admin_url = f"ws://{server.host}:{server.port}/admin/socket/websocket"
+        admin = Client.open(stack, f"{admin_url}?token={token}&vsn=2.0.0")
         assert admin.join("admin:dashboard")[4]["status"] == "ok"
 
+        # The app's own socket does not route the dashboard; the admin socket takes no
+        # user's token.
         user = Client.open(stack, server.socket_url(unique("not-admin")))
         reply = user.join("admin:dashboard")
-        assert reply[4] == {"status": "error", "response": {"reason": "unauthorized"}}
+        assert reply[4] == {"status": "error", "response": {"reason": "unmatched topic"}}
+        user_token = server.token(unique("not-admin"))
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{admin_url}?token={user_token}&vsn=2.0.0")
+        assert refused.value.response.status_code == 403
 
 
 # -- rate limit ----------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchboard.channels.router import Router
 from switchboard.server import telemetry
 from switchboard.server.config import Settings
-from switchboard.server.endpoint import Endpoint
 from switchboard.server.metrics import NodeMetrics
+from switchboard.server.node import Node
 from switchboard.server.pubsub import PubSub
 from switchboard.server.pubsub.memory import MemoryBackend
 from tests.ops.helpers import Client, http, node, unique, wait_until
@@ -207,10 +206,10 @@ class _Subscriber:
 def test_a_broadcast_emits_the_broadcast_event_with_the_subscriber_count(
     handler_ids: list[str],
 ) -> None:
-    # The node's own wiring: NodeMetrics observes the endpoint's pub/sub fan-out.
+    # The node's own wiring: NodeMetrics observes the node's pub/sub fan-out.
     pubsub = PubSub(MemoryBackend(), "ops-node")
     settings = Settings.from_env({"SWITCHBOARD_PROFILE": "test"})
-    metrics = NodeMetrics(Endpoint(settings, Router(), pubsub, "ops-node"))
+    metrics = NodeMetrics(Node(settings, pubsub, "ops-node"))
     first, second, elsewhere = _Subscriber(), _Subscriber(), _Subscriber()
     pubsub.subscribe("room:t", first)
     pubsub.subscribe("room:t", second)

@@ -1,0 +1,256 @@
+"""Runs one client connection: its protocol state, its channels and its outbox.
+
+The transport feeds frames to :meth:`Socket.receive`; the socket runs them through the
+sans-I/O :class:`~server.protocol.SocketProtocol`, starts and feeds channel servers, and
+writes every resulting frame to the outbox. Closing is idempotent and always ends every
+channel (``terminate`` runs, presences leave).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from switchboard.actors.token_bucket import TokenBucket
+from switchboard.channels.channel import SocketInfo
+from switchboard.server import telemetry
+from switchboard.server.channel_server import ChannelServer
+from switchboard.server.codec import Frame
+from switchboard.server.errors import ProtocolError
+from switchboard.server.outbox import Outbox, SendFunction
+from switchboard.server.protocol import JoinRequested, LeaveRequested, PushReceived, SocketProtocol
+from switchboard.server.registry import GOING_AWAY
+from switchboard.server.socket import Socket
+
+if TYPE_CHECKING:
+    from switchboard.channels.router import Router
+    from switchboard.server.node import Node
+
+logger = logging.getLogger("switchboard.socket")
+
+# Close codes. phoenix.js reconnects on anything but 1000, so we never use 1000.
+# GOING_AWAY (1001): disconnect broadcast, idle.
+SERVICE_RESTART = 1012  # the node drains: reconnect (through the balancer) to another
+POLICY_VIOLATION = 1008  # bad frames, flooding
+TRY_AGAIN_LATER = 1013  # slow consumer
+
+RATE_LIMITED = {"reason": "rate_limited"}
+
+
+class SocketServer:
+    """The server side of one :class:`~switchboard.server.socket.Socket`: it registers
+    with the node when made and unregisters when closed."""
+
+    __slots__ = (
+        "node",
+        "router",
+        "counters",
+        "serial",
+        "handler",
+        "info",
+        "protocol",
+        "outbox",
+        "channels",
+        "closed",
+        "close_code",
+        "last_seen",
+        "_close_transport",
+        "_join_bucket",
+        "_push_bucket",
+        "_rejected_in_a_row",
+    )
+
+    def __init__(
+        self,
+        node: Node,
+        router: Router,
+        serial: int,
+        handler: Socket,
+        socket_id: str | None,
+        send: SendFunction,
+        close_transport: Callable[[int, str], None],
+        try_write: Callable[[Frame], bool] | None = None,
+    ) -> None:
+        self.node = node
+        self.router = router
+        self.counters = node.counters
+        self.serial = serial
+        self.handler = handler
+        self.info = SocketInfo(socket_id, handler.assigns)
+        settings = node.settings
+        self.protocol = SocketProtocol(
+            router.matches,
+            max_channels=settings.max_channels,
+            max_frame_size=settings.max_frame_size,
+        )
+        self.outbox = Outbox(
+            send, settings.outbox_limit, self._overflowed, self._send_failed, try_write
+        )
+        self.channels: dict[str, ChannelServer] = {}
+        self.closed = False
+        self.close_code: int | None = None
+        self.last_seen = now = time.monotonic()
+        self._close_transport = close_transport
+        # Join and push limits are per-socket state, so the socket owns them: checking them
+        # costs no actor round trip on the push path.
+        self._join_bucket = self._push_bucket = None
+        if settings.limits:
+            self._join_bucket = TokenBucket(*settings.rate("join_rate"), now)
+            self._push_bucket = TokenBucket(*settings.rate("push_rate"), now)
+        self._rejected_in_a_row = 0
+        node.sockets.add(self)
+        telemetry.execute(
+            telemetry.CONNECT, {"count": 1}, {"socket_id": socket_id, "node": node.id}
+        )
+
+    def __repr__(self) -> str:
+        return f"<SocketServer {self.info.id} serial={self.serial}>"
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def receive(self, data: Frame) -> None:
+        if self.closed:
+            return
+        self.last_seen = now = time.monotonic()
+        self.counters.messages_in += 1
+        try:
+            self.protocol.receive(data)
+        except ProtocolError as exc:
+            logger.warning("closing socket %s: %s", self.info.id, exc)
+            self.flush()
+            self.close(exc.code, exc.reason)
+            return
+        for event in self.protocol.events_received():
+            if type(event) is PushReceived:
+                message = event.message
+                channel = self.channels.get(message.topic)
+                if channel is None:
+                    continue
+                if self._push_bucket is not None and self._push_bucket.take(now):
+                    self.counters.count_rate_limited("push", self.info.id)
+                    self.protocol.reply(
+                        message.topic, channel.join_ref, message.ref, "error", RATE_LIMITED
+                    )
+                    if self._flooding():
+                        return
+                    continue
+                self._rejected_in_a_row = 0
+                channel.post_in(message)
+            elif type(event) is JoinRequested:
+                if self._join_bucket is not None and self._join_bucket.take(now):
+                    self.counters.count_rate_limited("join", self.info.id)
+                    self._refuse_join(event)
+                    if self._flooding():
+                        return
+                    continue
+                self._join(event)
+            elif type(event) is LeaveRequested:
+                channel = self.channels.get(event.topic)
+                if channel is not None:
+                    channel.post_leave(event.ref)
+                else:
+                    self.protocol.left(event.topic, event.join_ref, event.ref)
+        self.flush()
+
+    def _flooding(self) -> bool:
+        """Count a rate-limited message; close the socket if it keeps flooding."""
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row < self.node.settings.flood_disconnect:
+            return False
+        logger.warning(
+            "closing socket %s: still flooding after %d rate-limited messages",
+            self.info.id,
+            self._rejected_in_a_row,
+        )
+        self.flush()
+        self.close(POLICY_VIOLATION, "rate limited")
+        return True
+
+    def _refuse_join(self, event: JoinRequested) -> None:
+        if event.replaces is not None:
+            old = self.channels.pop(event.topic, None)
+            if old is not None:
+                old.shutdown("duplicate_join")
+        self.protocol.join_failed(event.topic, event.join_ref, event.ref, RATE_LIMITED)
+
+    def _join(self, event: JoinRequested) -> None:
+        if event.replaces is not None:
+            old = self.channels.pop(event.topic, None)
+            if old is not None:
+                old.shutdown("duplicate_join")
+        channel_class = self.router.match(event.topic)
+        assert channel_class is not None  # the protocol only emits joins for routed topics
+        server = ChannelServer(self, channel_class, event.topic, event.join_ref)
+        self.channels[event.topic] = server
+        server.post_join(event.payload, event.ref)
+
+    def channel_joined(self, server: ChannelServer) -> None:
+        self.counters.joined_channels += 1
+
+    def channel_stopped(self, server: ChannelServer, was_joined: bool) -> None:
+        if self.channels.get(server.topic) is server:
+            del self.channels[server.topic]
+        if was_joined:
+            self.counters.joined_channels -= 1
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        frames = self.protocol.data_to_send()
+        if frames:
+            self.counters.frames_out += len(frames)
+            for frame in frames:
+                self.outbox.put(frame)
+
+    def _overflowed(self) -> None:
+        logger.warning(
+            "closing socket %s: slow consumer, outbound queue over %d bytes",
+            self.info.id,
+            self.outbox.limit,
+        )
+        self.counters.slow_consumers += 1
+        self.close(TRY_AGAIN_LATER, "slow consumer")
+
+    def _send_failed(self, exc: BaseException) -> None:
+        logger.debug("socket %s: write failed (%r); client gone", self.info.id, exc)
+        self.connection_lost()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Answer what the client already sent, then close with 1012 so it reconnects."""
+        busy = [channel.wait_idle() for channel in list(self.channels.values())]
+        if busy:
+            try:
+                await asyncio.wait_for(asyncio.gather(*busy), timeout)
+            except TimeoutError:
+                logger.warning(
+                    "socket %s: pushes still running after %.1f s of drain", self.info.id, timeout
+                )
+        self.flush()
+        self.close(SERVICE_RESTART, "node draining")
+
+    def close(self, code: int = GOING_AWAY, reason: str = "") -> None:
+        """Close from the server side with ``code`` (never 1000: clients must come back)."""
+        if self.closed:
+            return
+        self.close_code = code
+        self._end(f"closed: {reason or code}")
+        self._close_transport(code, reason)
+
+    def connection_lost(self) -> None:
+        """The client went away (or its transport failed)."""
+        if not self.closed:
+            self._end("disconnected")
+            self._close_transport(GOING_AWAY, "")
+
+    def _end(self, reason: str) -> None:
+        self.closed = True
+        for server in list(self.channels.values()):
+            server.shutdown(reason)
+        self.outbox.close()
+        self.node.sockets.remove(self)
+        self.node.admission.release(self.serial)
