@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build: wheels and phoenix.js are built in throwaway stages; the runtime image
-# holds only the virtualenv, the static files and a non-root user.
+# Multi-stage build: phoenix.js and the wheel are built in throwaway stages; the runtime image
+# holds only the virtualenv (the package carries its pages, phoenix.js and the nginx
+# template) and a non-root user.
 
 FROM node:20-bookworm-slim AS js
 WORKDIR /build
@@ -10,12 +11,15 @@ RUN npm ci --omit=dev --no-audit --no-fund
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /build
 RUN python -m venv /opt/switchboard
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY server ./server
 COPY channels ./channels
 COPY actors ./actors
 COPY presence ./presence
+COPY static ./static
+COPY nginx ./nginx
 COPY switchboard ./switchboard
+COPY --from=js /build/node_modules/phoenix/priv/static ./node_modules/phoenix/priv/static
 RUN /opt/switchboard/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/switchboard/bin/pip install --no-cache-dir .
 
@@ -23,10 +27,7 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN useradd --system --uid 10001 --home /app --shell /usr/sbin/nologin switchboard
 WORKDIR /app
 COPY --from=build /opt/switchboard /opt/switchboard
-COPY --from=js /build/node_modules/phoenix/priv/static ./node_modules/phoenix/priv/static
-COPY static ./static
 ENV PATH=/opt/switchboard/bin:$PATH \
-    SWITCHBOARD_HOME=/app \
     PYTHONUNBUFFERED=1 \
     SWITCHBOARD_PROFILE=prod \
     SWITCHBOARD_HOST=0.0.0.0 \

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -23,6 +21,7 @@ from switchboard.server.demo import DemoSocket
 from switchboard.server.http_limits import HttpRateLimit
 from switchboard.server.logs import RequestId
 from switchboard.server.metrics import NodeMetrics
+from switchboard.server.resources import STATIC_DIR, phoenix_js_dir
 from switchboard.server.routes import api, health, testing
 from switchboard.server.security import SecurityHeaders
 from switchboard.server.socket import Socket
@@ -33,11 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("switchboard.app")
 lifecycle = logging.getLogger("switchboard.lifecycle")
-
-# Where static/ and node_modules/ live: the checkout, or SWITCHBOARD_HOME in a container.
-ROOT = Path(os.environ.get("SWITCHBOARD_HOME") or Path(__file__).resolve().parent.parent)
-STATIC_DIR = ROOT / "static"
-PHOENIX_JS_DIR = ROOT / "node_modules" / "phoenix" / "priv" / "static"
 
 
 class SwitchboardApp(Starlette):
@@ -84,7 +78,7 @@ def build_app(endpoint: Endpoint) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
         Mount(
             "/vendor/phoenix",
-            StaticFiles(directory=PHOENIX_JS_DIR, check_dir=False),
+            StaticFiles(directory=phoenix_js_dir(), check_dir=False),
             name="phoenix",
         ),
     ]

@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-NGINX_TEMPLATE = ROOT / "nginx" / "switchboard.conf.template"
+from switchboard.server.resources import NGINX_TEMPLATE
 
 
 def free_port() -> int:
@@ -160,7 +159,7 @@ class LocalCluster:
             env=env,
             stdout=log,
             stderr=log,
-            cwd=ROOT,
+            cwd=self.run_dir,
             start_new_session=True,
         )
         log.close()

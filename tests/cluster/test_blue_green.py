@@ -32,7 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from switchboard.presence.tracker import node_name
 from switchboard.server.auth import issue_token
-from switchboard.server.devcluster import ROOT, LocalCluster, Node, free_port
+from switchboard.server.devcluster import LocalCluster, Node, free_port
 from tests.cluster.helpers import (
     CANDIDATES,
     WAIT,
@@ -48,6 +48,7 @@ from tests.cluster.helpers import (
 )
 from tests.support.nodes import unique_user
 from tests.support.phoenix_agent import Agent, has_shape, refs, shape
+from tests.support.processes import ROOT
 
 DRAIN_PERIOD = 1.0
 SHUTDOWN_TIMEOUT = 10.0

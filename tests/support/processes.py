@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -93,9 +94,18 @@ class ServerProcess:
 
 
 def start_server(
-    env: dict[str, str] | None = None, host: str = "127.0.0.1", timeout: float = 20.0
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+    *,
+    args: tuple[str, ...] = (),
+    cwd: Path | None = None,
+    command: Path | None = None,
 ) -> ServerProcess:
-    """Start ``switchboard serve`` on a free port and return once it is listening."""
+    """Start ``switchboard serve [args]`` on a free port and return once it is listening.
+
+    ``command`` is the ``switchboard`` to run (default: this venv's), ``cwd`` where it runs.
+    """
     secret = "test-secret-" + os.urandom(8).hex()
     full_env = {
         **os.environ,
@@ -108,8 +118,9 @@ def start_server(
     secret = full_env["SWITCHBOARD_SECRET"]
     process = subprocess.Popen(
         [
-            str(VENV_BIN / "switchboard"),
+            str(command or VENV_BIN / "switchboard"),
             "serve",
+            *args,
             "--host",
             host,
             "--port",
@@ -119,7 +130,7 @@ def start_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
     )
     server = ServerProcess(process, port=0, node="", secret=secret, host=host)
     ready = threading.Event()
@@ -152,9 +163,10 @@ def start_server(
 
 @contextlib.contextmanager
 def running_server(
-    env: dict[str, str] | None = None, host: str = "127.0.0.1"
+    env: dict[str, str] | None = None, host: str = "127.0.0.1", **options: Any
 ) -> Iterator[ServerProcess]:
-    server = start_server(env, host)
+    """:func:`start_server` (same arguments), stopped with SIGTERM on exit."""
+    server = start_server(env, host, **options)
     try:
         yield server
     finally:
