@@ -25,6 +25,14 @@ PHOENIX_TOPIC = "phoenix"
 
 PUSH, REPLY, BROADCAST = 0, 1, 2
 
+#: Events an application may not broadcast: the protocol's and presence's own.
+RESERVED_EVENTS = frozenset(
+    {PHX_JOIN, PHX_LEAVE, PHX_REPLY, PHX_ERROR, PHX_CLOSE, HEARTBEAT}
+    | {"presence_state", "presence_diff"}
+)
+#: Topics the nodes use among themselves (presence replication, cache, stats).
+INTERNAL_TOPIC_PREFIX = "switchboard:"
+
 Payload = dict[str, Any] | bytes
 Frame = str | bytes
 
@@ -136,6 +144,23 @@ def encode_broadcast(topic: str, event: str, payload: Payload) -> Frame:
         t, e = _field(topic), _field(event)
         return bytes((BROADCAST, len(t), len(e))) + t + e + payload
     return orjson.dumps([None, None, topic, event, payload]).decode()
+
+
+def broadcast_problems(topic: object, event: object, payload: object) -> list[str]:
+    """What is wrong with an application broadcast from outside a channel (HTTP API,
+    emitters); empty if nothing is."""
+    problems = []
+    if not isinstance(topic, str) or not 0 < len(topic.encode()) <= 255:
+        problems.append("topic must be a string of 1 to 255 bytes")
+    elif topic.startswith(INTERNAL_TOPIC_PREFIX):
+        problems.append(f"topics starting with {INTERNAL_TOPIC_PREFIX!r} are internal")
+    if not isinstance(event, str) or not 0 < len(event.encode()) <= 255:
+        problems.append("event must be a string of 1 to 255 bytes")
+    elif event in RESERVED_EVENTS:
+        problems.append(f"event {event!r} is reserved by the protocol")
+    if not isinstance(payload, dict | bytes):
+        problems.append("payload must be a JSON object (or bytes)")
+    return problems
 
 
 def decode_broadcast(frame: Frame) -> tuple[str, str, Payload]:

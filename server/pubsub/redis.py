@@ -48,6 +48,8 @@ from switchboard.server.pubsub.base import Backend, BackendStatus, Deliver
 
 logger = logging.getLogger("switchboard.pubsub")
 
+#: Redis channel of topic T: ``<prefix>T``.
+DEFAULT_PREFIX = "sb:t:"
 _HEADER = struct.Struct("!cBI")
 _TEXT, _BINARY = b"t", b"b"
 _MESSAGE = b"message"
@@ -123,7 +125,7 @@ class RedisBackend(Backend):
         self,
         url: str,
         *,
-        prefix: str = "sb:t:",
+        prefix: str = DEFAULT_PREFIX,
         queue_size: int = 10_000,
         batch_size: int = 500,
         backoff_initial: float = 0.1,

@@ -18,11 +18,9 @@ from switchboard.actors.bridge import ask
 from switchboard.actors.cache import CacheDelete, CacheGet, CacheInvalidatePrefix, CachePut
 from switchboard.actors.errors import ActorError
 from switchboard.server.auth import issue_token
+from switchboard.server.codec import broadcast_problems
 from switchboard.server.node import Node
 from switchboard.server.security import bearer_matches
-
-RESERVED_EVENTS = {"phx_join", "phx_leave", "phx_reply", "phx_error", "phx_close", "heartbeat"}
-RESERVED_EVENTS |= {"presence_state", "presence_diff"}
 
 
 def _error(status: int, message: str) -> Response:
@@ -57,15 +55,7 @@ async def broadcast(request: Request) -> Response:
     if not isinstance(data, dict):
         return _error(422, 'body must be a JSON object {"topic", "event", "payload"}')
     topic, event, payload = data.get("topic"), data.get("event"), data.get("payload", {})
-    problems = []
-    if not isinstance(topic, str) or not 0 < len(topic.encode()) <= 255:
-        problems.append("topic must be a string of 1 to 255 bytes")
-    if not isinstance(event, str) or not 0 < len(event.encode()) <= 255:
-        problems.append("event must be a string of 1 to 255 bytes")
-    elif event in RESERVED_EVENTS:
-        problems.append(f"event {event!r} is reserved by the protocol")
-    if not isinstance(payload, dict):
-        problems.append("payload must be a JSON object")
+    problems = broadcast_problems(topic, event, payload)
     if problems:
         return JSONResponse({"error": "invalid broadcast", "problems": problems}, status_code=422)
     assert isinstance(topic, str) and isinstance(event, str)
