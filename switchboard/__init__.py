@@ -14,15 +14,18 @@ The package's subpackages are the project's folders: ``switchboard.channels``,
 from switchboard.channels.channel import NOREPLY, Channel, Reply, SocketInfo, Stop, error, ok, reply
 from switchboard.server.auth import Identity, issue_token, verify_token
 from switchboard.server.config import Settings
+from switchboard.server.emitter import AsyncEmitter, Emitter
 from switchboard.server.endpoint import Endpoint
 from switchboard.server.errors import AuthenticationError
 from switchboard.server.socket import ConnectInfo, Socket
 
 __all__ = [
     "NOREPLY",
+    "AsyncEmitter",
     "AuthenticationError",
     "Channel",
     "ConnectInfo",
+    "Emitter",
     "Endpoint",
     "Identity",
     "Reply",

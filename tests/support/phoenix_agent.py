@@ -154,9 +154,26 @@ class Agent:
         if wait:
             self.wait_event(f"{id} open", lambda e: e["ev"] == "open" and e["id"] == id, since)
 
-    def join(self, id: str, topic: str, wait: bool = True) -> Event | None:
+    def connect_with(self, id: str, params: dict[str, Any]) -> None:
+        """A client ``id`` whose socket sends ``params`` (for apps with their own connect)."""
+        fields: dict[str, Any] = {"params": params}
+        if not self.reconnect:
+            fields["reconnect"] = False
+        self.send("connect", id=id, **fields)
+
+    def join(
+        self,
+        id: str,
+        topic: str,
+        wait: bool = True,
+        *,
+        payload: dict[str, Any] | None = None,
+        events: tuple[str, ...] = (),
+        expect: str = "ok",
+    ) -> Event | None:
+        """Join ``topic`` (recording ``events`` as messages) and wait for a reply ``expect``."""
         since = self.mark()
-        self.send("join", id=id, topic=topic)
+        self.send("join", id=id, topic=topic, payload=payload or {}, events=list(events))
         if not wait:
             return None
         reply = self.wait_event(
@@ -164,8 +181,12 @@ class Agent:
             lambda e: e["ev"] == "join" and e["id"] == id and e["topic"] == topic,
             since,
         )
-        assert reply["status"] == "ok", reply
+        assert reply["status"] == expect, reply
         return reply
+
+    def messages(self, id: str, topic: str, event: str) -> list[Any]:
+        """Payloads of ``event`` messages client ``id`` received on ``topic``, in order."""
+        return [e["payload"] for e in self.of(id, "message", topic=topic, event=event)]
 
     def push(self, id: str, topic: str, event: str, payload: Any = None) -> Event:
         self._seq += 1

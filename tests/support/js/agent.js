@@ -11,9 +11,11 @@
 // loopback source address (127.0.0.N), so nginx's `hash $remote_addr consistent` spreads
 // clients over the nodes as it would spread real ones.
 // Commands (`topic` one of the client's channels):
-//   {op: "connect", id, token, addr?, reconnect?}  -> open; reconnect: false turns off
-//                                            reconnects and rejoins (default backoff otherwise)
-//   {op: "join", id, topic}                  channel + Presence; shouts are recorded
+//   {op: "connect", id, token, addr?, reconnect?, params?}  -> open; reconnect: false turns
+//                                            off reconnects and rejoins (default backoff
+//                                            otherwise); params replaces {token}
+//   {op: "join", id, topic, payload?, events?}  channel + Presence; shouts are recorded, and
+//                                            every event named in `events` as a message
 //   {op: "leave", id, topic}                 -> {ev: "left", id, topic, status}
 //   {op: "push", id, topic, event, payload, seq}   -> {ev: "reply", seq, status, response}
 //   {op: "shout_every", id, topic, ms, from} numbered shouts {from, n: 1, 2, ...} every ms
@@ -23,7 +25,8 @@
 //   {op: "destroy", id}                      destroy the TCP connection: no close frame at all
 //   {op: "exit"}                             exit at once
 // Events: open {conn}, close {code, reason}, error, join {topic, status, response, joinRef}
-// (every join and rejoin), shout {topic, from, n, joinRef}, presence_join / presence_leave
+// (every join and rejoin), message {topic, event, payload, ref} for the `events` of a join,
+// shout {topic, from, n, joinRef}, presence_join / presence_leave
 // {topic, key, current, joined|left}, sync {topic, list}, frame {conn, dir: "in", topic,
 // event, joinRef, data} for every presence_state and presence_diff frame received (before
 // phoenix.js sees it; `data` is the payload), agent_error. The process exits when stdin closes.
@@ -76,8 +79,8 @@ function channelOf(id, topic){
 }
 
 const commands = {
-  connect({id, token, addr, reconnect = true}){
-    const options = {transport: recordingTransport(id, addr), params: {token}}
+  connect({id, token, addr, reconnect = true, params}){
+    const options = {transport: recordingTransport(id, addr), params: params || {token}}
     if(!reconnect){
       // A test that drops a connection wants the client gone, not back a moment later.
       options.reconnectAfterMs = () => 600000
@@ -92,9 +95,9 @@ const commands = {
     socket.connect()
   },
 
-  join({id, topic}){
+  join({id, topic, payload, events = []}){
     const {socket, channels} = client(id)
-    const channel = socket.channel(topic)
+    const channel = socket.channel(topic, payload || {})
     const presence = new Presence(channel)
     presence.onJoin((key, current, joined) =>
       emit({ev: "presence_join", id, topic, key, current: current || null, joined}))
@@ -103,6 +106,9 @@ const commands = {
     presence.onSync(() => emit({ev: "sync", id, topic, list: listOf(presence)}))
     channel.on("shout", payload =>
       emit({ev: "shout", id, topic, from: payload.from, n: payload.n, joinRef: channel.joinRef()}))
+    for(const event of events){
+      channel.on(event, (message, ref) => emit({ev: "message", id, topic, event, payload: message, ref}))
+    }
     channels.set(topic, {channel, presence})
     // The hooks stay on the join push, so they fire again on every rejoin.
     const reply = status => response =>
