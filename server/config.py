@@ -97,6 +97,13 @@ class Settings:
             "help": "close a socket silent this long, seconds",
         },
     )
+    close_timeout: float = field(
+        default=5.0,
+        metadata={
+            "env": "SWITCHBOARD_CLOSE_TIMEOUT",
+            "help": "seconds a closing socket gets to read what is queued and the close frame",
+        },
+    )
     compression: bool = field(
         default=False,
         metadata={
@@ -291,6 +298,7 @@ class Settings:
                 raise bad(name, "must be at least 1")
         for name in (
             "idle_timeout",
+            "close_timeout",
             "presence_heartbeat",
             "node_timeout",
             "actor_timeout",

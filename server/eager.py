@@ -9,6 +9,7 @@ hands to a task. This is what Python 3.12's eager tasks do, written for 3.11.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -23,6 +24,18 @@ def start(coro: Coroutine[Any, Any, Any]) -> Resumed | None:
     except StopIteration:
         return None
     return Resumed(coro, suspended_on)
+
+
+def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Step ``coro`` inline; if it suspends, the rest runs on in a task, which is returned."""
+    rest = start(coro)
+    if rest is None:
+        return None
+    return asyncio.get_running_loop().create_task(_finish(rest))
+
+
+async def _finish(rest: Resumed) -> None:
+    await rest
 
 
 class Resumed:

@@ -7,6 +7,10 @@ we send), a writer task takes over and later frames queue behind it, up to ``lim
 bytes. Past the limit the connection is given up (``on_overflow``): a slow client never
 delays the other subscribers of a broadcast and never makes the server's memory grow
 without bound.
+
+Two ways to stop: :meth:`finish` takes no more frames but lets the queued ones go out (a
+graceful close sends its close frame after them); :meth:`close` drops them (overflow,
+a failed write).
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ class Outbox:
             if first is not None:
                 await first
             queue = self._queue
-            while queue and not self.closed:  # None (nothing was queued) is falsy too
+            while queue:  # None (nothing was queued) is falsy too; close() empties it
                 frame = queue.popleft()
                 self._queued_bytes -= len(frame)
                 await self._send(frame)
@@ -110,10 +114,14 @@ class Outbox:
         finally:
             self._writer = None
 
+    def finish(self) -> asyncio.Task[None] | None:
+        """Take no more frames; those already queued still go out. Returns the task still
+        writing them, if any (the caller sends its close frame once it is done)."""
+        self.closed = True
+        return self._writer
+
     def close(self) -> None:
         """Drop what is queued and stop writing; the caller closes the connection."""
-        if self.closed:
-            return
         self.closed = True
         if self._queue is not None:
             self._queue.clear()

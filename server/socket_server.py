@@ -4,6 +4,10 @@ The transport feeds frames to :meth:`Socket.receive`; the socket runs them throu
 sans-I/O :class:`~server.protocol.SocketProtocol`, starts and feeds channel servers, and
 writes every resulting frame to the outbox. Closing is idempotent and always ends every
 channel (``terminate`` runs, presences leave).
+
+Closing from the server side is graceful: what is already queued for the client goes out,
+then the close frame, within ``close_timeout`` (a client that does not read them by then
+is reset). Only a slow consumer, whose outbox overflowed, is reset at once.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.actors.token_bucket import TokenBucket
 from switchboard.channels.channel import SocketInfo
@@ -20,7 +24,7 @@ from switchboard.server import telemetry
 from switchboard.server.channel_server import ChannelServer
 from switchboard.server.codec import Frame
 from switchboard.server.errors import ProtocolError
-from switchboard.server.outbox import Outbox, SendFunction
+from switchboard.server.outbox import Outbox
 from switchboard.server.protocol import JoinRequested, LeaveRequested, PushReceived, SocketProtocol
 from switchboard.server.registry import GOING_AWAY
 from switchboard.server.socket import Socket
@@ -40,6 +44,30 @@ TRY_AGAIN_LATER = 1013  # slow consumer
 RATE_LIMITED = {"reason": "rate_limited"}
 
 
+class Connection(Protocol):
+    """What the transport lets a socket do to its connection."""
+
+    #: Write a frame at once if the connection takes it without waiting (False: it would
+    #: wait); None where the server offers no such path.
+    try_write: Callable[[Frame], bool] | None
+
+    def send(self, frame: Frame) -> Coroutine[Any, Any, None]:
+        """Send a frame, waiting while the client reads slower than we write."""
+        ...
+
+    def close(
+        self, code: int, reason: str, pending: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
+        """Once ``pending`` (the outbox's last writes) is done, send the close frame; reset
+        the connection if that takes longer than the close timeout. Returns the task still
+        closing, if any."""
+        ...
+
+    def reset(self) -> None:
+        """Abort the connection at once (TCP reset), dropping whatever is unsent."""
+        ...
+
+
 class SocketServer:
     """The server side of one :class:`~switchboard.server.socket.Socket`: it registers
     with the node when made and unregisters when closed."""
@@ -57,7 +85,8 @@ class SocketServer:
         "closed",
         "close_code",
         "last_seen",
-        "_close_transport",
+        "connection",
+        "_closing",
         "_join_bucket",
         "_push_bucket",
         "_rejected_in_a_row",
@@ -70,9 +99,7 @@ class SocketServer:
         serial: int,
         handler: Socket,
         socket_id: str | None,
-        send: SendFunction,
-        close_transport: Callable[[int, str], None],
-        try_write: Callable[[Frame], bool] | None = None,
+        connection: Connection,
     ) -> None:
         self.node = node
         self.router = router
@@ -86,14 +113,19 @@ class SocketServer:
             max_channels=settings.max_channels,
             max_frame_size=settings.max_frame_size,
         )
+        self.connection = connection
         self.outbox = Outbox(
-            send, settings.outbox_limit, self._overflowed, self._send_failed, try_write
+            connection.send,
+            settings.outbox_limit,
+            self._overflowed,
+            self._send_failed,
+            connection.try_write,
         )
         self.channels: dict[str, ChannelServer] = {}
         self.closed = False
         self.close_code: int | None = None
         self.last_seen = now = time.monotonic()
-        self._close_transport = close_transport
+        self._closing: asyncio.Task[None] | None = None
         # Join and push limits are per-socket state, so the socket owns them: checking them
         # costs no actor round trip on the push path.
         self._join_bucket = self._push_bucket = None
@@ -206,13 +238,18 @@ class SocketServer:
                 self.outbox.put(frame)
 
     def _overflowed(self) -> None:
+        """The outbox is over its limit (and has dropped its queue): reset the connection,
+        since a client that does not read would never get a close frame either."""
         logger.warning(
             "closing socket %s: slow consumer, outbound queue over %d bytes",
             self.info.id,
             self.outbox.limit,
         )
         self.counters.slow_consumers += 1
-        self.close(TRY_AGAIN_LATER, "slow consumer")
+        if not self.closed:
+            self.close_code = TRY_AGAIN_LATER
+            self._end("closed: slow consumer")
+        self.connection.reset()
 
     def _send_failed(self, exc: BaseException) -> None:
         logger.debug("socket %s: write failed (%r); client gone", self.info.id, exc)
@@ -232,25 +269,30 @@ class SocketServer:
                 )
         self.flush()
         self.close(SERVICE_RESTART, "node draining")
+        if self._closing is not None:
+            # The replies just flushed are still going out: wait for them and the close
+            # frame (bounded by the close timeout, after which the connection is reset).
+            await asyncio.wait([self._closing])
 
     def close(self, code: int = GOING_AWAY, reason: str = "") -> None:
-        """Close from the server side with ``code`` (never 1000: clients must come back)."""
+        """Close from the server side with ``code`` (never 1000: clients must come back):
+        what is queued goes out first, then the close frame."""
         if self.closed:
             return
         self.close_code = code
         self._end(f"closed: {reason or code}")
-        self._close_transport(code, reason)
+        self._closing = self.connection.close(code, reason, self.outbox.finish())
 
     def connection_lost(self) -> None:
         """The client went away (or its transport failed)."""
         if not self.closed:
             self._end("disconnected")
-            self._close_transport(GOING_AWAY, "")
+            self.outbox.close()
+            self.connection.close(GOING_AWAY, "", None)
 
     def _end(self, reason: str) -> None:
         self.closed = True
         for server in list(self.channels.values()):
             server.shutdown(reason)
-        self.outbox.close()
         self.node.sockets.remove(self)
         self.node.admission.release(self.serial)

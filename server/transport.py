@@ -10,10 +10,12 @@ close the connection.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import inspect
 import logging
 import socket as pysocket
 import struct
+import termios
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -168,37 +170,84 @@ class _DirectWriter:
 
 
 class _Connection:
-    """What a socket may do to its WebSocket: write frames and close it."""
+    """What a socket may do to its WebSocket: write frames, close it gracefully, reset it.
 
-    __slots__ = ("websocket", "task", "closing")
+    A graceful close waits for the outbox's last writes, then sends the close frame; if
+    that, and the client reading it all, takes longer than ``close_timeout``, the
+    connection is reset: a client that does not read must not hold it (and its buffers)
+    for ever.
+    """
 
-    def __init__(self, websocket: WebSocket, task: asyncio.Task[Any] | None) -> None:
+    __slots__ = ("websocket", "task", "closing", "try_write", "close_timeout", "_closer")
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        task: asyncio.Task[Any] | None,
+        close_timeout: float,
+        try_write: Callable[[Frame], bool] | None = None,
+    ) -> None:
         self.websocket = websocket
         self.task = task
         self.closing = False
+        self.try_write = try_write
+        self.close_timeout = close_timeout
+        self._closer: asyncio.Task[None] | None = None
 
     def send(self, frame: Frame) -> Coroutine[Any, Any, None]:
         if type(frame) is str:
             return self.websocket.send({"type": "websocket.send", "text": frame})
         return self.websocket.send({"type": "websocket.send", "bytes": frame})
 
-    def close(self, code: int, reason: str) -> None:
+    def close(
+        self, code: int, reason: str, pending: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
         if self.closing:
-            return
+            return None
         self.closing = True
+        self._closer = eager.start_task(self._close(code, reason, pending))
+        asyncio.get_running_loop().call_later(self.close_timeout, self._expire)
+        return self._closer
+
+    async def _close(self, code: int, reason: str, pending: asyncio.Task[None] | None) -> None:
         try:
-            rest = eager.start(self.websocket.close(code, reason))
-        except Exception:  # already closed by the client: nothing to send
-            return
-        if rest is not None:
-            # The client is not reading (that is why we drop it): the close frame would
-            # never get out. Abort the TCP connection, or at least stop the receive loop.
-            rest.close()
-            transport = self.websocket.scope.get(TRANSPORT_KEY)
+            if pending is not None:
+                await asyncio.wait([pending])
+            await self.websocket.close(code, reason)
+        except Exception:  # the client is gone already: nothing to send
+            pass
+
+    def _unsent(self) -> bool:
+        """Whether bytes we wrote still wait, in the transport or the kernel, for the client
+        to take them."""
+        transport = self._live_transport()
+        if transport is None:
+            return False
+        return transport.get_write_buffer_size() > 0 or _kernel_unsent(transport) > 0
+
+    def _live_transport(self) -> Any:
+        """The server's transport while its connection is up (its fd is ours only then)."""
+        scope = self.websocket.scope
+        if getattr(scope.get(PROTOCOL_KEY), "disconnected", False):
+            return None
+        return scope.get(TRANSPORT_KEY)
+
+    def _expire(self) -> None:
+        """The close timeout after a graceful close began: reset a client still not reading."""
+        if (self._closer is not None and not self._closer.done()) or self._unsent():
+            logger.info("socket did not take its close frame in %.1f s; reset", self.close_timeout)
+            self.reset()
+
+    def reset(self) -> None:
+        self.closing = True
+        if self._closer is not None:
+            self._closer.cancel()
+        if TRANSPORT_KEY in self.websocket.scope:
+            transport = self._live_transport()
             if transport is not None:
                 _reset(transport)
-            elif self.task is not None:
-                self.task.cancel()
+        elif self.task is not None:
+            self.task.cancel()  # no transport to abort: at least stop the receive loop
 
 
 def _release_handshake(scope: Any) -> None:
@@ -209,6 +258,17 @@ def _release_handshake(scope: Any) -> None:
         for name in ("request", "response"):
             if getattr(protocol, name, None) is not None:
                 setattr(protocol, name, None)
+
+
+def _kernel_unsent(transport: Any) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged (0 if unknown)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return 0
 
 
 def _reset(transport: Any) -> None:
@@ -279,18 +339,14 @@ async def serve_socket(
 
     _release_handshake(websocket.scope)
     logs.socket_id.set(socket_id)  # this task's log lines carry it
-    connection = _Connection(websocket, asyncio.current_task())
     writer = _DirectWriter.for_scope(websocket.scope)
-    socket = SocketServer(
-        node,
-        router,
-        admission.serial,
-        handler,
-        socket_id,
-        connection.send,
-        connection.close,
-        try_write=writer.try_write if writer is not None else None,
+    connection = _Connection(
+        websocket,
+        asyncio.current_task(),
+        settings.close_timeout,
+        writer.try_write if writer is not None else None,
     )
+    socket = SocketServer(node, router, admission.serial, handler, socket_id, connection)
     receive = websocket.receive
     try:
         while True:

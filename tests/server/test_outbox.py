@@ -1,4 +1,5 @@
-"""Tests of server.outbox: direct writes, queueing behind a waiting write, overflow, errors."""
+"""Tests of server.outbox: direct writes, queueing behind a waiting write, overflow, errors,
+finishing. Each runs twice: with only the ASGI ``send`` and with a ``try_write`` direct path."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from switchboard.server.outbox import Outbox
 
 
 class FakeTransport:
-    """A ``send`` coroutine that writes at once, or waits while ``stalled`` is set."""
+    """A ``send`` coroutine that writes at once, or waits while ``stalled`` is set; and, if
+    ``direct``, a ``try_write`` that writes at once unless stalled."""
 
-    def __init__(self) -> None:
+    def __init__(self, direct: bool) -> None:
+        self.direct = direct
         self.written: list[Frame] = []
         self.stalled = False
         self.fail_with: Exception | None = None
@@ -30,6 +33,14 @@ class FakeTransport:
             if self.fail_with is not None:
                 raise self.fail_with
         self.written.append(frame)
+
+    def try_write(self, frame: Frame) -> bool:
+        if self.stalled:
+            return False
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.written.append(frame)
+        return True
 
     def stall(self) -> None:
         self.stalled = True
@@ -53,15 +64,27 @@ class Recorder:
         self.errors.append(exc)
 
 
-def run(scenario: Callable[[FakeTransport, Recorder], Awaitable[None]]) -> None:
+@pytest.fixture(params=[False, True], ids=["asgi-send", "direct-write"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def run(scenario: Callable[[FakeTransport, Recorder], Awaitable[None]], direct: bool) -> None:
     async def main() -> None:
-        await asyncio.wait_for(scenario(FakeTransport(), Recorder()), 5)
+        await asyncio.wait_for(scenario(FakeTransport(direct), Recorder()), 5)
 
     asyncio.run(main())
 
 
 def outbox(transport: FakeTransport, recorder: Recorder, limit: int = 100) -> Outbox:
-    return Outbox(transport.send, limit, recorder.overflow, recorder.error)
+    try_write = transport.try_write if transport.direct else None
+    return Outbox(transport.send, limit, recorder.overflow, recorder.error, try_write)
+
+
+def held(transport: FakeTransport, frame: Frame) -> int:
+    """What the first frame that must wait counts against the limit: nothing on the ASGI
+    path (it is in flight, inside ``send``), its size on the direct path (it is queued)."""
+    return len(frame) if transport.direct else 0
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -69,7 +92,7 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0)
 
 
-def test_frames_are_written_at_once_while_the_transport_keeps_up() -> None:
+def test_frames_are_written_at_once_while_the_transport_keeps_up(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder)
         box.put("a")
@@ -78,10 +101,10 @@ def test_frames_are_written_at_once_while_the_transport_keeps_up() -> None:
         assert transport.written == ["a", b"b"]
         assert box.queued_bytes == 0
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_frames_queue_behind_a_waiting_write_and_go_out_in_order() -> None:
+def test_frames_queue_behind_a_waiting_write_and_go_out_in_order(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder)
         transport.stall()
@@ -89,7 +112,7 @@ def test_frames_queue_behind_a_waiting_write_and_go_out_in_order() -> None:
         box.put("second")
         box.put(b"third")
         assert transport.written == []
-        assert box.queued_bytes == len("second") + len(b"third")
+        assert box.queued_bytes == held(transport, "first") + len("second") + len(b"third")
         transport.release()
         await until(lambda: len(transport.written) == 3)
         assert transport.written == ["first", "second", b"third"]
@@ -98,10 +121,10 @@ def test_frames_queue_behind_a_waiting_write_and_go_out_in_order() -> None:
         assert transport.written[-1] == "fourth"  # direct again once drained
         assert recorder.overflows == 0 and recorder.errors == []
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_frames_put_while_the_queue_drains_keep_their_order() -> None:
+def test_frames_put_while_the_queue_drains_keep_their_order(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder, limit=1000)
         transport.stall()
@@ -114,12 +137,12 @@ def test_frames_put_while_the_queue_drains_keep_their_order() -> None:
         await until(lambda: len(transport.written) == 10)
         assert transport.written == [f"f{n}" for n in range(10)]
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_going_over_the_limit_drops_the_queue_and_reports_overflow_once() -> None:
+def test_going_over_the_limit_drops_the_queue_and_reports_overflow_once(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
-        box = outbox(transport, recorder, limit=10)
+        box = outbox(transport, recorder, limit=10 + held(transport, "in flight"))
         transport.stall()
         box.put("in flight")
         box.put("x" * 6)
@@ -135,23 +158,23 @@ def test_going_over_the_limit_drops_the_queue_and_reports_overflow_once() -> Non
         assert transport.written == []  # the waiting write was abandoned too
         assert recorder.errors == []
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_a_queue_exactly_at_the_limit_is_kept() -> None:
+def test_a_queue_exactly_at_the_limit_is_kept(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
-        box = outbox(transport, recorder, limit=10)
+        box = outbox(transport, recorder, limit=10 + held(transport, "in flight"))
         transport.stall()
         box.put("in flight")
         box.put("x" * 10)
-        assert recorder.overflows == 0 and box.queued_bytes == 10
+        assert recorder.overflows == 0 and box.queued_bytes == box.limit
         transport.release()
         await until(lambda: len(transport.written) == 2)
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_a_send_that_fails_at_once_reports_the_error_and_closes() -> None:
+def test_a_send_that_fails_at_once_reports_the_error_and_closes(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder)
         transport.fail_with = ConnectionResetError("gone")
@@ -161,10 +184,12 @@ def test_a_send_that_fails_at_once_reports_the_error_and_closes() -> None:
         box.put("b")
         assert len(recorder.errors) == 1 and recorder.overflows == 0
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_a_send_that_fails_after_waiting_reports_the_error_and_drops_the_queue() -> None:
+def test_a_send_that_fails_after_waiting_reports_the_error_and_drops_the_queue(
+    direct: bool,
+) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder)
         transport.stall()
@@ -178,10 +203,10 @@ def test_a_send_that_fails_after_waiting_reports_the_error_and_drops_the_queue()
         assert box.closed and box.queued_bytes == 0
         assert transport.written == []
 
-    run(scenario)
+    run(scenario, direct)
 
 
-def test_closing_drops_queued_frames_and_ignores_later_ones() -> None:
+def test_closing_drops_queued_frames_and_ignores_later_ones(direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder)
         transport.stall()
@@ -195,18 +220,62 @@ def test_closing_drops_queued_frames_and_ignores_later_ones() -> None:
         assert transport.written == []
         assert recorder.overflows == 0 and recorder.errors == []
 
-    run(scenario)
+    run(scenario, direct)
 
 
 @pytest.mark.parametrize("frame", ["x" * 8, b"\x00" * 8])
-def test_queued_bytes_count_the_length_of_each_frame(frame: Frame) -> None:
+def test_queued_bytes_count_the_length_of_each_frame(frame: Frame, direct: bool) -> None:
     async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
         box = outbox(transport, recorder)
         transport.stall()
         box.put("in flight")
         box.put(frame)
-        assert box.queued_bytes == len(frame)
+        assert box.queued_bytes == held(transport, "in flight") + len(frame)
         transport.release()
         await until(lambda: len(transport.written) == 2)
 
-    run(scenario)
+    run(scenario, direct)
+
+
+def test_finishing_sends_what_is_queued_and_takes_nothing_more(direct: bool) -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.stall()
+        box.put("a")
+        box.put("b")
+        writer = box.finish()
+        assert writer is not None
+        box.put("late")
+        transport.release()
+        await writer
+        assert transport.written == ["a", "b"]
+        assert recorder.overflows == 0 and recorder.errors == []
+
+    run(scenario, direct)
+
+
+def test_finishing_with_nothing_queued_has_nothing_to_wait_for(direct: bool) -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        box.put("a")
+        assert box.finish() is None
+        box.put("late")
+        assert transport.written == ["a"]
+
+    run(scenario, direct)
+
+
+def test_closing_after_finishing_drops_what_is_still_queued(direct: bool) -> None:
+    async def scenario(transport: FakeTransport, recorder: Recorder) -> None:
+        box = outbox(transport, recorder)
+        transport.stall()
+        box.put("a")
+        box.put("b")
+        writer = box.finish()
+        box.close()
+        transport.release()
+        assert writer is not None
+        await asyncio.wait([writer])
+        assert transport.written == []
+
+    run(scenario, direct)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
@@ -203,6 +204,23 @@ class StalledClient:
 
     def close(self) -> None:
         self.sock.close()
+
+    def read_to_end(self, timeout: float = WAIT) -> tuple[list[Any], int | None]:
+        """Read until the server's close frame: the text frames before it (decoded) and its
+        code. Raises ``ConnectionResetError`` if the server resets the connection instead."""
+        frames: list[Any] = []
+        self.sock.settimeout(timeout)
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"EOF without a close frame after {len(frames)} frames")
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                if event.opcode is Opcode.TEXT:
+                    frames.append(json.loads(event.data))
+            if self.protocol.close_rcvd is not None:
+                self._flush()  # our close frame back, as a well-behaved client would
+                return frames, self.protocol.close_rcvd.code
 
     def _flush(self) -> None:
         for data in self.protocol.data_to_send():
