@@ -4,6 +4,9 @@
 - ``ping`` replies ok with the pushed payload (binary in, binary out)
 - ``shout`` broadcasts ``shout`` with the payload to every member, sender included
 - ``shout_from`` does the same without the sender
+- a JSON shout carries ``user``: the sender's authenticated user id, stamped by the server over
+  whatever the client put there (everything else arrives as sent); a binary shout has no
+  fields to stamp and goes out as sent
 - presence: each member is tracked under its user id with ``online_at``; after joining, the
   client gets ``presence_state`` and then ``presence_diff`` broadcasts (phoenix.js ``Presence``)
 """
@@ -55,11 +58,14 @@ class RoomChannel(Channel):
     def handle_in(self, event: str, payload: Any) -> Any:
         if event == "ping":
             return ok(payload)
-        if event == "shout":
-            self.broadcast("shout", payload)
-            return NOREPLY
-        if event == "shout_from":
-            self.broadcast_from("shout", payload)
+        if event in ("shout", "shout_from"):
+            if isinstance(payload, dict):  # binary has no fields to stamp
+                # Who sent it is the server's word, not the client's: nobody speaks as another.
+                payload = {**payload, "user": self.socket.assigns.get("user_id")}
+            if event == "shout":
+                self.broadcast("shout", payload)
+            else:
+                self.broadcast_from("shout", payload)
             return NOREPLY
         return error({"reason": f"unknown event {event!r}"})
 

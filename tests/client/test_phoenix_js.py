@@ -193,20 +193,20 @@ def test_replies_to_pushes_sent_together_are_not_held_back(scenario: ScenarioRun
 @pytest.mark.phoenix_js("shout")
 def test_a_shout_reaches_every_member_including_the_sender(scenario: ScenarioRun) -> None:
     topic = scenario.obs["topic"]
-    assert scenario.obs["shouts"] == {"a": [{"body": "hi all"}], "b": [{"body": "hi all"}]}
+    shout = {"body": "hi all", "user": scenario.users["a"]}  # stamped by the server
+    assert scenario.obs["shouts"] == {"a": [shout], "b": [shout]}
     for label in ("a", "b"):
-        assert scenario.received(label, "shout") == [
-            [None, None, topic, "shout", {"body": "hi all"}]
-        ]
+        assert scenario.received(label, "shout") == [[None, None, topic, "shout", shout]]
 
 
 @pytest.mark.phoenix_js("shout_from")
 def test_a_shout_from_reaches_the_other_members_but_not_the_sender(scenario: ScenarioRun) -> None:
     shouts = scenario.obs["shouts"]
-    assert shouts["b"] == [{"n": 1}, {"n": 2}]
-    assert shouts["c"] == [{"n": 1}, {"n": 2}]
-    assert shouts["a"] == [{"n": 2}], "the sender got its own shout_from"
-    assert [f[4] for f in scenario.received("a", "shout")] == [{"n": 2}]
+    one, two = ({"n": n, "user": scenario.users["a"]} for n in (1, 2))
+    assert shouts["b"] == [one, two]
+    assert shouts["c"] == [one, two]
+    assert shouts["a"] == [two], "the sender got its own shout_from"
+    assert [f[4] for f in scenario.received("a", "shout")] == [two]
 
 
 # -- refused joins ---------------------------------------------------------------------------
@@ -312,7 +312,11 @@ def test_leaving_gets_an_ok_reply_then_phx_close(scenario: ScenarioRun) -> None:
 @pytest.mark.phoenix_js("leave")
 def test_after_leaving_broadcasts_on_the_topic_are_not_delivered(scenario: ScenarioRun) -> None:
     topic = scenario.obs["topic"]
-    assert [f[4] for f in scenario.received("b", "shout")] == [{"n": 1}, {"n": 2}]
+    b = scenario.users["b"]
+    assert [f[4] for f in scenario.received("b", "shout")] == [
+        {"n": 1, "user": b},
+        {"n": 2, "user": b},
+    ]
     assert scenario.obs["sentinel"]["status"] == "ok"
     assert scenario.obs["a_shouts"] == []
     assert scenario.received("a", "shout", topic) == [], "the server still sent shouts to a"
@@ -386,7 +390,7 @@ def test_a_second_channel_for_the_same_topic_replaces_the_first_and_one_channel_
     assert scenario.obs["second_state"] == "joined"
     assert scenario.obs["channels"] == [topic]
     # one server-side subscription: b's shout reaches a once
-    assert scenario.obs["shouts"] == [{"n": 1}]
+    assert scenario.obs["shouts"] == [{"n": 1, "user": scenario.users["b"]}]
     assert len(scenario.received("a", "shout", topic)) == 1
     assert scenario.obs["sentinel"]["joinRef"] == second["joinRef"]
 
@@ -462,8 +466,9 @@ def test_a_kicked_socket_is_closed_with_1001_then_reconnects_and_rejoins_with_a_
 
 @pytest.mark.phoenix_js("reconnect_after_kick")
 def test_after_reconnecting_the_rejoined_channel_can_shout_again(scenario: ScenarioRun) -> None:
-    assert scenario.obs["a_shouts"] == [{"after": "reconnect"}]
-    assert scenario.obs["b_shouts"] == [{"after": "reconnect"}]
+    shout = {"after": "reconnect", "user": scenario.users["a"]}
+    assert scenario.obs["a_shouts"] == [shout]
+    assert scenario.obs["b_shouts"] == [shout]
 
 
 # -- binary frames ---------------------------------------------------------------------------

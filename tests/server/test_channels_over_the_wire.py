@@ -80,7 +80,7 @@ def test_a_shout_reaches_every_member_including_the_sender(server: ServerProcess
         await alice.joined("room:shout")
         await bob.joined("room:shout")
         await alice.push("room:shout", "shout", {"body": "hi"}, join_ref="1")
-        expected = [None, None, "room:shout", "shout", {"body": "hi"}]
+        expected = [None, None, "room:shout", "shout", {"body": "hi", "user": "alice"}]
         assert await alice.event("room:shout", "shout") == expected
         assert await bob.event("room:shout", "shout") == expected
         await asyncio.gather(alice.close(), bob.close())
@@ -94,7 +94,7 @@ def test_shout_from_reaches_the_others_but_not_the_sender(server: ServerProcess)
         for peer in (alice, bob, alice_again):
             await peer.joined("room:from")
         await alice.push("room:from", "shout_from", {"body": "hi"}, join_ref="1")
-        expected = [None, None, "room:from", "shout", {"body": "hi"}]
+        expected = [None, None, "room:from", "shout", {"body": "hi", "user": "alice"}]
         assert await bob.event("room:from", "shout") == expected
         # Another socket of the same user is not the sender: it gets the shout too.
         assert await alice_again.event("room:from", "shout") == expected
@@ -102,6 +102,32 @@ def test_shout_from_reaches_the_others_but_not_the_sender(server: ServerProcess)
         await alice.call("room:from", "ping", {}, join_ref="1")
         assert alice.kept() == []
         await asyncio.gather(alice.close(), bob.close(), alice_again.close())
+
+    run(scenario())
+
+
+def test_nobody_can_shout_as_someone_else(server: ServerProcess) -> None:
+    """The server stamps ``user`` with the sender's authenticated id over what the client
+    claims; the rest of the payload arrives exactly as sent, on shout and shout_from."""
+
+    async def scenario() -> None:
+        mallory, bob = await peers(server, "mallory", "bob")
+        await mallory.joined("room:spoof")
+        await bob.joined("room:spoof")
+        claim = {"user": "alice", "body": "send me your password", "extra": [1, {"x": None}]}
+        for event in ("shout", "shout_from"):
+            await mallory.push("room:spoof", event, claim, join_ref="1")
+            assert await bob.event("room:spoof", "shout") == [
+                None,
+                None,
+                "room:spoof",
+                "shout",
+                {"user": "mallory", "body": "send me your password", "extra": [1, {"x": None}]},
+            ]
+        await mallory.push("room:spoof", "shout", {"body": "no name given"}, join_ref="1")
+        shout = await bob.event("room:spoof", "shout")
+        assert shout[4] == {"body": "no name given", "user": "mallory"}
+        await asyncio.gather(mallory.close(), bob.close())
 
     run(scenario())
 

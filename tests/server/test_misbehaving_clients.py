@@ -133,7 +133,7 @@ async def still_fine(
     """The bystander gets the next shout, answers pings, and newcomers can still connect."""
     await shouter.push("room:calm", "shout", {"n": n}, join_ref=ref)
     frame = await bystander.event("room:calm", "shout")
-    assert frame[4] == {"n": n}
+    assert frame[4] == {"n": n, "user": "shouter"}
     assert (await bystander.call("room:calm", "ping", {"p": n}, join_ref="1"))[4]["status"] == "ok"
     assert (await bystander.heartbeat())[4] == OK
     newcomer = await open_peer(server.socket_url("newcomer"))
@@ -174,7 +174,7 @@ def test_a_bad_push_gets_an_error_reply_and_the_connection_stays(
         assert (await offender.reply_to("50"))[4] == reply
         assert (await offender.heartbeat())[4] == OK
         await still_fine(strict, bystander, shouter, ref, 1)
-        assert (await offender.event("room:calm", "shout"))[4] == {"n": 1}
+        assert (await offender.event("room:calm", "shout"))[4] == {"n": 1, "user": "shouter"}
         await asyncio.gather(bystander.close(), shouter.close(), offender.close())
 
     run(scenario())
