@@ -7,8 +7,9 @@
 - a JSON shout carries ``user``: the sender's authenticated user id, stamped by the server over
   whatever the client put there (everything else arrives as sent); a binary shout has no
   fields to stamp and goes out as sent
-- presence: each member is tracked under its user id with ``online_at``; after joining, the
-  client gets ``presence_state`` and then ``presence_diff`` broadcasts (phoenix.js ``Presence``)
+- presence: each member is tracked under its user id with ``online_at`` (Unix time in ms, a
+  number like JavaScript's ``Date.now()``); after joining, the client gets ``presence_state``
+  and then ``presence_diff`` broadcasts (phoenix.js ``Presence``)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class RoomChannel(Channel):
             user = self.socket.assigns["user_id"]
             try:
                 # A timed-out track still lands (and is announced) once presence answers.
-                await self.track(user, {"online_at": str(int(time.time()))})
+                await self.track(user, {"online_at": int(time.time() * 1000)})
             except ActorError as exc:
                 logger.warning("tracking %s in %s delayed: %s", user, self.topic, exc)
             self.send_info((PUSH_STATE, 0))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -92,12 +93,28 @@ def build_app(endpoint: Endpoint) -> Starlette:
         Middleware(CaptureTransport, sockets=endpoint.sockets),
         Middleware(HttpRateLimit),
     ]
-    app = SwitchboardApp(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = SwitchboardApp(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+    )
     app.hsts = settings.profile == "prod"
     app.state.node = node
     app.state.settings = settings
     app.state.metrics = metrics
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Every HTTP error is JSON ``{"error": ...}``, unknown paths and methods (404, 405)
+    included, with the headers it came with (``Allow`` on a 405)."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": exc.detail.lower(), "path": request.url.path},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 async def _index(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -95,6 +96,27 @@ def test_every_http_response_carries_the_security_headers_and_no_hsts_outside_pr
     assert response.status_code == status
     _assert_security_headers(response)
     assert "strict-transport-security" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/no/such/page", 404, "not found"),
+        ("GET", "/static/no-such-file.js", 404, "not found"),
+        ("GET", "/api/no-such-call", 404, "not found"),
+        ("GET", "/api/broadcast", 405, "method not allowed"),
+        ("DELETE", "/health/live", 405, "method not allowed"),
+    ],
+)
+def test_unknown_paths_and_methods_answer_json_errors(
+    server: ServerProcess, method: str, path: str, status: int, error: str
+) -> None:
+    response = http(method, f"{server.url}{path}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": error, "path": path}
+    if status == 405:
+        assert "allow" in response.headers and method not in response.headers["allow"]
 
 
 def test_a_500_response_carries_the_security_headers_too(server: ServerProcess) -> None:
@@ -269,7 +291,8 @@ def test_the_presence_api_lists_a_joined_client_in_phoenix_format(server: Server
         metas = body["presences"][user]["metas"]
         assert len(metas) == 1
         assert isinstance(metas[0]["phx_ref"], str) and metas[0]["phx_ref"]
-        assert metas[0]["online_at"].isdigit()
+        online_at = metas[0]["online_at"]  # milliseconds, like Date.now()
+        assert type(online_at) is int and abs(online_at - time.time() * 1000) < 60_000, metas
 
     empty = _api(server, "GET", f"/api/presence/{unique('room:nobody')}")
     assert empty.status_code == 200 and empty.json()["presences"] == {}

@@ -84,7 +84,9 @@ def _check_metas(listing: Listing) -> None:
         assert len(set(refs)) == len(refs), f"duplicated metas for {entry['key']}: {entry}"
         for meta in entry["metas"]:
             assert isinstance(meta["phx_ref"], str) and meta["phx_ref"], meta
-            assert isinstance(meta["online_at"], str) and meta["online_at"].isdigit(), meta
+            # A number, in milliseconds (JavaScript's Date.now()), from this session.
+            assert type(meta["online_at"]) is int, meta
+            assert abs(meta["online_at"] - time.time() * 1000) < 600_000, meta
 
 
 # -- raw clients -------------------------------------------------------------------------------
