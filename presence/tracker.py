@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -100,40 +100,45 @@ class Presence:
         """Track ``key`` for ``owner``; False if ``limit`` metas of ``key`` exist already."""
         self._live_owners[owner] = self._live_owners.get(owner, 0) + 1
         change = await self._change(msg.Track(owner, topic, key, dict(meta), limit))
-        if change is None:
-            self._owner_dropped(owner, 1)
-            return False
-        return True
+        return change is not None
 
     async def update(self, owner: str, topic: str, key: str, meta: Mapping[str, Any]) -> None:
         await self._change(msg.Update(owner, topic, key, dict(meta)))
 
     async def untrack(self, owner: str, topic: str, key: str) -> None:
-        change = await self._change(msg.Untrack(owner, topic, key))
-        if change.delta is not None:
-            self._owner_dropped(owner, len(change.delta.leaves))
+        await self._change(msg.Untrack(owner, topic, key))
 
-    async def _change(self, message: Any) -> Any:
-        """Ask for a change and apply its result even if our caller stops waiting.
+    async def _change(self, message: msg.Track | msg.Update | msg.Untrack) -> Any:
+        """Ask for a change of ``message.owner``'s presence and apply the result.
 
-        A timed-out ask is still handled by the actor later; dropping its reply would leave
-        a presence nobody announced. So the ask runs to completion in its own task, and only
+        The request is in the actor's inbox before this first waits, so a :meth:`forget`
+        that follows can never overtake it: the actor handles messages in order. A
+        timed-out ask is still handled by the actor later, and dropping its reply would leave
+        a presence nobody announced, so the ask runs to completion in the background and only
         the caller's wait is bounded.
         """
-
-        async def ask_and_apply() -> Any:
-            change = await self._ask(message, timeout=None)
-            if change is not None:
-                self._apply(change)
-            return change
-
-        task = asyncio.get_running_loop().create_task(ask_and_apply())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        done, _ = await asyncio.wait({task}, timeout=self.timeout)  # the task runs on if not
+        outcome = self._start(self._ask_and_apply(message))
+        done, _ = await asyncio.wait({outcome}, timeout=self.timeout)  # runs on if not
         if not done:
+            outcome.add_done_callback(_log_late_failure)
             raise ActorTimeoutError(f"presence did not answer within {self.timeout}s")
-        return task.result()
+        return outcome.result()
+
+    async def _ask_and_apply(self, message: msg.Track | msg.Update | msg.Untrack) -> Any:
+        change = await self._ask(message, timeout=None)
+        owner = message.owner
+        if change is None:  # a track refused by its limit
+            self._owner_dropped(owner, 1)
+            return None
+        self._apply(change)
+        if type(message) is msg.Untrack:
+            if change.delta is not None:
+                self._owner_dropped(owner, len(change.delta.leaves))
+        elif change.delta is not None and owner not in self._live_owners:
+            # Forgotten while this was on its way: only possible when both waited for a
+            # restarted actor and were sent again in the other order. It leaves at once.
+            self._spawn(self._untrack_owner(owner))
+        return change
 
     def forget(self, owner: str) -> None:
         """Untrack everything ``owner`` tracked (its channel or socket ended); never waits.
@@ -316,13 +321,35 @@ class Presence:
         now = time.monotonic()
         return {node: now - heard for node, heard in self._peers.items()}
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` inline until it first waits; the rest in a task :meth:`settle` awaits."""
         rest = eager.start(coro)
         if rest is not None:
             task = asyncio.get_running_loop().create_task(_finish(rest))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        """Like :meth:`_spawn`, and return a future of ``coro``'s outcome."""
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def run() -> None:
+            try:
+                outcome.set_result(await coro)
+            except asyncio.CancelledError:
+                outcome.cancel()
+                raise
+            except Exception as exc:
+                outcome.set_exception(exc)
+
+        self._spawn(run())
+        return outcome
+
 
 async def _finish(rest: eager.Resumed) -> None:
     await rest
+
+
+def _log_late_failure(outcome: asyncio.Future[Any]) -> None:
+    if not outcome.cancelled() and outcome.exception() is not None:
+        logger.warning("a presence change nobody waited for failed: %r", outcome.exception())

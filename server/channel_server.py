@@ -147,7 +147,7 @@ class ChannelServer:
 
     async def track(self, key: str, meta: dict[str, Any]) -> None:
         presence = self._presence()
-        if presence is not None:
+        if presence is not None and self.state != STOPPED:  # a stopped channel's would stay
             self.tracks_presence = True  # before the await: a stop meanwhile must untrack it
             await presence.track(self.presence_owner, self.topic, key, meta)
 
