@@ -22,6 +22,7 @@ from switchboard.server.demo import DemoSocket
 from switchboard.server.http_limits import HttpRateLimit
 from switchboard.server.logs import RequestId
 from switchboard.server.metrics import NodeMetrics
+from switchboard.server.refusals import refusal_route
 from switchboard.server.resources import STATIC_DIR, phoenix_js_dir
 from switchboard.server.routes import api, health, testing
 from switchboard.server.security import SecurityHeaders
@@ -73,6 +74,7 @@ def build_app(endpoint: Endpoint) -> Starlette:
     routes = [
         Route("/metrics", metrics.endpoint),
         *endpoint.routes,
+        refusal_route(endpoint.socket_class),
         Route("/dashboard", _dashboard),
         *health.routes,
         *api.routes,

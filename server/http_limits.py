@@ -1,4 +1,5 @@
-"""Rate limits for HTTP API calls per client IP (``/api/``, ``/dev/``): 429 with a JSON body."""
+"""Rate limits for HTTP API calls per client IP (``/api/``, ``/dev/``, ``/socket/``): 429
+with a JSON body."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from switchboard.actors.errors import ActorError
 from switchboard.actors.limiter import Acquire
 from switchboard.server.client_ip import client_ip
 
-LIMITED_PREFIXES = ("/api/", "/dev/")
+LIMITED_PREFIXES = ("/api/", "/dev/", "/socket/")  # HTTP only: sockets have their own
 
 
 class HttpRateLimit:

@@ -19,6 +19,7 @@ from switchboard.server.admission import AdmissionControl
 from switchboard.server.config import Settings
 from switchboard.server.counters import Counters
 from switchboard.server.pubsub import PubSub
+from switchboard.server.refusals import RefusalLog
 from switchboard.server.registry import GOING_AWAY, SocketRegistry
 from switchboard.server.tasks import stop_tasks
 
@@ -51,6 +52,7 @@ class Node:
         self.counters = Counters()
         self.sockets = SocketRegistry(pubsub)
         self.admission = AdmissionControl(settings, node_id, self.counters)
+        self.refusals = RefusalLog()
         self.accepting = True
         self._sync: ClusterSync | None = None
         self._sweeper: asyncio.Task[None] | None = None

@@ -304,15 +304,20 @@ async def serve_socket(
     settings = node.settings
     ip = client_ip(websocket.scope, settings.trusted_proxies)
     if not node.accepting:
-        await _refuse(websocket, ip, 503, "node is draining", {"Retry-After": "1"})
+        await _refuse(
+            node, websocket, ip, "draining", 503, "node is draining", {"Retry-After": "1"}
+        )
         return
     refusal = _refusal(websocket, settings.allowed_origins)
     if refusal is not None:
-        await _refuse(websocket, ip, 403, refusal)
+        await _refuse(node, websocket, ip, *refusal)
         return
     admission = await node.admission.admit_address(ip)
     if not admission.admitted:
-        await _refuse(websocket, ip, admission.status, admission.reason, admission.headers)
+        code = "rate_limited" if admission.status == 429 else "unavailable"
+        await _refuse(
+            node, websocket, ip, code, admission.status, admission.reason, admission.headers
+        )
         return
     handler = socket_class()
     handler._secret = settings.secret
@@ -325,11 +330,21 @@ async def serve_socket(
     )
     socket_id, why = await _identify(handler, dict(websocket.query_params), info)
     if why:
-        await _refuse(websocket, ip, 403, why)
+        await _refuse(node, websocket, ip, "unauthorized", 403, why)
         return
     admission = await node.admission.admit_socket(socket_id)
     if not admission.admitted:
-        await _refuse(websocket, ip, admission.status, admission.reason, admission.headers)
+        code = "socket_limit" if admission.status == 403 else "unavailable"
+        await _refuse(
+            node,
+            websocket,
+            ip,
+            code,
+            admission.status,
+            admission.reason,
+            admission.headers,
+            socket_id,
+        )
         return
     try:
         await websocket.accept(subprotocol="phoenix" if "phoenix" in subprotocols else None)
@@ -394,20 +409,29 @@ async def _identify(
     return socket_id, ""
 
 
-def _refusal(websocket: WebSocket, allowed_origins: tuple[str, ...]) -> str | None:
+def _refusal(websocket: WebSocket, allowed_origins: tuple[str, ...]) -> tuple[str, int, str] | None:
     if not origin_allowed(websocket.headers.get("origin"), allowed_origins):
-        return f"origin {websocket.headers.get('origin')!r} not allowed"
+        return "origin", 403, f"origin {websocket.headers.get('origin')!r} not allowed"
     try:
         negotiate_version(websocket.query_params.get("vsn"))
     except UnsupportedVersion as exc:
-        return str(exc)
+        return "version", 403, str(exc)
     return None
 
 
 async def _refuse(
-    websocket: WebSocket, ip: str, status: int, reason: str, headers: dict[str, str] | None = None
+    node: Node,
+    websocket: WebSocket,
+    ip: str,
+    code: str,
+    status: int,
+    reason: str,
+    headers: dict[str, str] | None = None,
+    socket_id: str | None = None,
 ) -> None:
-    """Refuse before the upgrade. 403 has an empty body, as phoenix.js expects."""
+    """Refuse before the upgrade. 403 has an empty body, as phoenix.js expects; why is kept
+    for ``GET /socket/refusal`` (:mod:`switchboard.server.refusals`)."""
+    node.refusals.record(ip, code, status, reason, headers, socket_id)
     logger.info("refused socket from %s with %d: %s", ip, status, reason)
     if status == 403:
         await websocket.close(code=1008)  # before accept, the server answers HTTP 403
