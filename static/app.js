@@ -1,5 +1,9 @@
 // Switchboard demo page: join a room:* channel with the official phoenix.js client and shout.
 // User text only ever reaches the DOM through textContent, never innerHTML.
+//
+// A refused socket is silent to a browser (phoenix.js just sees it close and retries), so
+// after a connect that never opened the page asks GET /socket/refusal why, says so, and
+// stops retrying where retrying cannot help (bad token, too many sockets for this user).
 import { Presence, Socket } from "/vendor/phoenix/phoenix.mjs";
 
 const MAX_MESSAGES = 200;
@@ -17,6 +21,7 @@ const ui = {
   leave: $("leave"),
   messages: $("messages"),
   online: $("online"),
+  onlineCount: $("online-count"),
   onlineEmpty: $("online-empty"),
   sendForm: $("send-form"),
   message: $("message"),
@@ -69,6 +74,7 @@ function renderOnline(presence) {
   ui.online.replaceChildren(
     ...people.map(({ id, count }) => el("li", null, count > 1 ? `${id} (${count})` : id)),
   );
+  ui.onlineCount.textContent = people.length ? String(people.length) : "";
   ui.onlineEmpty.hidden = people.length > 0;
 }
 
@@ -82,6 +88,59 @@ async function fetchToken(user) {
     throw new Error(body.error || `Token request failed (HTTP ${response.status}).`);
   }
   return body.token;
+}
+
+/** What the server says about the last refused connect of this page's socket, or null. */
+async function askWhyRefused(token) {
+  try {
+    const response = await fetch(`/socket/refusal?token=${encodeURIComponent(token)}&vsn=2.0.0`, {
+      cache: "no-store",
+    });
+    if (!response.ok) return null;
+    return (await response.json()).refusal ?? null;
+  } catch {
+    return null; // the server is unreachable: nothing to learn, keep retrying
+  }
+}
+
+/** A sentence for a refusal (see server/refusals.py for the codes). */
+function refusalText(refusal, user) {
+  const why = refusal.reason ? ` (${refusal.reason})` : "";
+  switch (refusal.code) {
+    case "socket_limit":
+      return `Too many connections open as “${user}”${why}. Close another tab or window using this name, then join again.`;
+    case "unauthorized":
+      return `The server refused this page's token${why}; it may have expired. Join again for a fresh one.`;
+    case "origin":
+      return `The server does not accept sockets from this page's origin${why}.`;
+    case "version":
+      return `The server does not speak this client's protocol version${why}.`;
+    case "rate_limited": {
+      const wait = refusal.retry_after ? ` in ${refusal.retry_after} s` : "";
+      return `Too many connection attempts from this address; retrying${wait}…`;
+    }
+    case "draining":
+      return "The server is restarting; reconnecting…";
+    default:
+      return `The server is busy${why}; retrying…`;
+  }
+}
+
+/** The socket closed before it ever opened: find out why, stop if retrying can't help. */
+async function connectFailed(current) {
+  if (current.asking) return;
+  current.asking = true;
+  const refusal = await askWhyRefused(current.token);
+  current.asking = false;
+  if (session !== current || current.opened) return;
+  if (!refusal) {
+    setStatus("reconnecting", "cannot reach the server; retrying…");
+  } else if (refusal.retry) {
+    setStatus("reconnecting", refusalText(refusal, current.user));
+  } else {
+    leave();
+    showJoinError(refusalText(refusal, current.user));
+  }
 }
 
 function leave() {
@@ -115,13 +174,24 @@ async function join(user, room) {
 
   const socket = new Socket("/socket", { params: { token } });
   const channel = socket.channel(`room:${room}`, {});
-  const current = { socket, channel, user, room };
+  const current = { socket, channel, user, room, token, opened: false, asking: false };
   const live = () => session === current;
   session = current;
 
-  socket.onOpen(() => live() && setStatus("connected", "connected"));
-  socket.onError(() => live() && setStatus("reconnecting", "reconnecting…"));
-  socket.onClose(() => live() && setStatus("reconnecting", "reconnecting…"));
+  socket.onOpen(() => {
+    if (!live()) return;
+    current.opened = true;
+    setStatus("connected", "connected");
+  });
+  socket.onClose(() => {
+    if (!live()) return;
+    if (current.opened) {
+      current.opened = false;
+      setStatus("reconnecting", "reconnecting…");
+    } else {
+      connectFailed(current);
+    }
+  });
 
   channel.on("shout", (payload) => live() && addShout(payload, user));
   // Presence lights up once the server sends presence_state / presence_diff; until then the
@@ -149,7 +219,10 @@ async function join(user, room) {
       leave();
       showJoinError(`Could not join room “${room}”: ${reason}`);
     })
-    .receive("timeout", () => live() && setStatus("reconnecting", "join timed out, retrying…"));
+    .receive("timeout", () => {
+      // Without a socket there is no join to time out: the status says why already.
+      if (live() && current.opened) setStatus("reconnecting", "join timed out, retrying…");
+    });
 }
 
 ui.joinForm.addEventListener("submit", (event) => {
@@ -167,8 +240,18 @@ ui.sendForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const body = ui.message.value.trim();
   if (!session || !body) return;
-  // The server broadcasts shout without a reply, so there is nothing to wait for here.
-  session.channel.push("shout", { body, user: session.user });
+  // A shout that goes through gets no reply (the server broadcasts it, stamped with our
+  // user id); one refused by the push rate limit gets an error we must not swallow.
+  const current = session;
+  current.channel.push("shout", { body }).receive("error", (response) => {
+    if (session !== current) return;
+    if (response?.reason === "rate_limited") {
+      addNotice(`Slow down: “${body}” was not sent (too many messages at once).`);
+      if (!ui.message.value) ui.message.value = body;
+    } else {
+      addNotice(`Not sent: ${response?.reason ?? JSON.stringify(response)}`);
+    }
+  });
   ui.message.value = "";
   ui.message.focus();
 });
