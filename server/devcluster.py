@@ -1,14 +1,19 @@
 """A local cluster on loopback: redis-server, N Switchboard nodes and nginx in front.
 
-``switchboard cluster --nodes 3`` runs it in the foreground and stops everything (by PID)
-on Ctrl-C or SIGTERM; tests use :class:`LocalCluster` directly. Every process gets a free
-port unless one is given; nothing binds outside 127.0.0.0/8.
+``switchboard cluster --nodes 3`` runs it in the foreground (:func:`run`): a process that
+exits is reported and the rest keep serving, so failover can be watched; SIGHUP restarts
+whatever exited, SIGUSR1 switches blue-green, Ctrl-C or SIGTERM stops everything (by PID).
+Its nodes run the dev profile, so the demo page gets tokens from ``/dev/token`` as on one
+node: safe only because everything binds 127.0.0.1 (nothing binds outside 127.0.0.0/8).
+Tests use :class:`LocalCluster` directly, in the test profile. Every process gets a free
+port unless one is given.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -270,8 +275,41 @@ class LocalCluster:
             "redis": self.redis_url,
             "secret": self.secret,
             "nodes": {node.name: node.url for node in self.nodes},
+            "pids": {
+                name: process.pid
+                for name, process in self.processes().items()
+                if process.poll() is None
+            },
             "logs": str(self.run_dir),
         }
+
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Every process of the cluster by name: redis, the nodes, nginx."""
+        found = {"redis": self.redis, **{n.name: n.process for n in self.nodes}}
+        found["nginx"] = self.nginx
+        return {name: process for name, process in found.items() if process is not None}
+
+    def exited(self) -> dict[str, int]:
+        """Name -> exit code of every process of the cluster that is no longer running."""
+        return {
+            name: process.returncode
+            for name, process in self.processes().items()
+            if process.poll() is not None
+        }
+
+    def restart_exited(self) -> list[str]:
+        """Start again, on the same ports, whatever exited; returns their names."""
+        restarted = []
+        if self.redis is not None and self.redis.poll() is not None:
+            self.start_redis()
+            restarted.append("redis")
+        for node in [n for n in self.nodes if n.process.poll() is not None]:
+            self.start_node(node.name, node.port)
+            restarted.append(node.name)
+        if self.nginx is not None and self.nginx.poll() is not None:
+            self.start_nginx()
+            restarted.append("nginx")
+        return restarted
 
     def stop(self) -> None:
         """Stop nginx, then the nodes (SIGTERM, so they drain), then Redis; all by PID."""
@@ -301,21 +339,35 @@ def _stop_process(
 
 
 def run(nodes: int, port: int, drain_period: float) -> int:
-    """Foreground: start, print where everything is, wait for Ctrl-C or SIGTERM, stop."""
+    """Foreground: start, print where everything is, report processes that exit, restart
+    them on SIGHUP, switch blue-green on SIGUSR1, stop everything on Ctrl-C or SIGTERM."""
+    admin_token = os.environ.get("SWITCHBOARD_ADMIN_TOKEN") or secrets.token_urlsafe(18)
     cluster = LocalCluster(
-        nodes, nginx_port=port, node_env={"SWITCHBOARD_DRAIN_PERIOD": str(drain_period)}
+        nodes,
+        nginx_port=port,
+        node_env={
+            # The demo page needs /dev/token; set SWITCHBOARD_PROFILE=test for /test/* hooks.
+            "SWITCHBOARD_PROFILE": os.environ.get("SWITCHBOARD_PROFILE", "dev"),
+            "SWITCHBOARD_DRAIN_PERIOD": str(drain_period),
+            "SWITCHBOARD_ADMIN_TOKEN": admin_token,
+        },
     )
     stop = threading.Event()
     switch = threading.Event()
+    restart = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: switch.set())
+    signal.signal(signal.SIGHUP, lambda *_: restart.set())
+    pid = os.getpid()
     cluster.start()
-    print(json.dumps(cluster.describe(), indent=2), flush=True)
+    print(json.dumps({**cluster.describe(), "admin_token": admin_token}, indent=2), flush=True)
     print(
-        f"cluster up; open {cluster.url}/ ; Ctrl-C stops it; kill -USR1 {os.getpid()} = blue-green",
+        f"cluster up; open {cluster.url}/ (console: {cluster.url}/dashboard); Ctrl-C stops it; "
+        f"kill -HUP {pid} restarts what exited; kill -USR1 {pid} = blue-green",
         flush=True,
     )
+    reported: dict[str, int] = {}
     try:
         while not stop.wait(0.5):
             if switch.is_set():
@@ -324,13 +376,28 @@ def run(nodes: int, port: int, drain_period: float) -> int:
                 cluster.blue_green()
                 print(json.dumps(cluster.describe(), indent=2), flush=True)
                 continue
-            dead = [n.name for n in cluster.nodes if n.process.poll() is not None]
-            if cluster.nginx is not None and cluster.nginx.poll() is not None:
-                dead.append("nginx")
-            if dead:
-                print(f"exited: {', '.join(dead)}; stopping the rest", file=sys.stderr, flush=True)
-                break
+            if restart.is_set():
+                restart.clear()
+                for name in cluster.restart_exited():
+                    reported.pop(name, None)
+                    print(f"restarted {name} (pid {cluster.processes()[name].pid})", flush=True)
+                continue
+            for name, code in cluster.exited().items():
+                if reported.get(name) != code:
+                    reported[name] = code
+                    print(
+                        f"exited: {name} with {_exit_status(code)}; the rest keep serving; "
+                        f"kill -HUP {pid} restarts it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         cluster.stop()
         print("cluster stopped", flush=True)
     return 0
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"

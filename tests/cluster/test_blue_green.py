@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +47,7 @@ from tests.cluster.helpers import (
 )
 from tests.support.nodes import unique_user
 from tests.support.phoenix_agent import Agent, has_shape, refs, shape
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, Output, cmdline, descendants, descriptions
 
 DRAIN_PERIOD = 1.0
 SHUTDOWN_TIMEOUT = 10.0
@@ -247,93 +246,6 @@ def test_blue_green_switch_moves_every_client_to_the_new_nodes_and_leaves_none_b
 # -- the foreground runner ----------------------------------------------------------------------
 
 
-class Output:
-    """Lines a subprocess prints, collected by a thread; bounded waits on them."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._changed = threading.Condition()
-        assert process.stdout is not None and process.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(process.stdout, self.lines), daemon=True),
-            threading.Thread(target=self._read, args=(process.stderr, self.errors), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: Any, into: list[str]) -> None:
-        with stream:
-            for line in stream:
-                with self._changed:
-                    into.append(line.rstrip("\n"))
-                    self._changed.notify_all()
-
-    def wait(self, what: str, check: Callable[[list[str]], Any], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = check(self.lines)
-                if found:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    pytest.fail(
-                        f"timed out after {timeout}s waiting for {what}\n"
-                        f"stdout: {self.lines[-30:]}\nstderr: {self.errors[-30:]}"
-                    )
-                self._changed.wait(remaining)
-
-    def join(self) -> None:
-        for reader in self._readers:
-            reader.join(5)
-
-
-def descriptions(lines: list[str]) -> list[dict[str, Any]]:
-    """Every ``describe()`` JSON the runner printed (indented, so over several lines)."""
-    found, block = [], None
-    for line in lines:
-        if line == "{":
-            block = [line]
-        elif block is not None:
-            block.append(line)
-            if line == "}":
-                found.append(json.loads("\n".join(block)))
-                block = None
-    return found
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """pid -> command line of every live process below ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found[child] = _cmdline(child) or ""
-                frontier.append(child)
-    return found
-
-
-def _cmdline(pid: int) -> str | None:
-    """The command line of a live (not zombie) process, None if it is gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):
-            return None
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None
-
-
 def accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -379,7 +291,13 @@ def test_sigusr1_makes_the_cluster_runner_switch_blue_green_and_sigint_stops_eve
             "--drain-period",
             str(DRAIN_PERIOD),
         ],
-        env={**os.environ, "SWITCHBOARD_LIMITS": "off", "PYTHONUNBUFFERED": "1"},
+        # The test profile: /test/runtime below (the runner defaults to dev, for the demo page).
+        env={
+            **os.environ,
+            "SWITCHBOARD_PROFILE": "test",
+            "SWITCHBOARD_LIMITS": "off",
+            "PYTHONUNBUFFERED": "1",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -456,14 +374,14 @@ def test_sigusr1_makes_the_cluster_runner_switch_blue_green_and_sigint_stops_eve
         assert any("nginx" in cmd for cmd in started.values()), started
         assert any("redis-server" in cmd for cmd in started.values()), started
         assert sum("switchboard serve" in cmd for cmd in started.values()) == 2, started
-        survivors = {pid: cmd for pid, cmd in started.items() if _cmdline(pid) == cmd}
+        survivors = {pid: cmd for pid, cmd in started.items() if cmdline(pid) == cmd}
         assert not survivors, f"processes the runner started survive it: {survivors}"
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait(5)
         for pid, cmd in started.items():
-            if _cmdline(pid) == cmd:
+            if cmdline(pid) == cmd:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         output.join()

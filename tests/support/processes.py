@@ -16,10 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -171,3 +173,101 @@ def running_server(
         yield server
     finally:
         server.stop(signal.SIGTERM, timeout=5.0)
+
+
+# -- runners that print: the lines they print, and the processes they start
+
+
+class Output:
+    """Lines a subprocess prints, collected by a thread; bounded waits on them."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._changed = threading.Condition()
+        assert process.stdout is not None and process.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(process.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(process.stderr, self.errors), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, into: list[str]) -> None:
+        with stream:
+            for line in stream:
+                with self._changed:
+                    into.append(line.rstrip("\n"))
+                    self._changed.notify_all()
+
+    def wait(
+        self,
+        what: str,
+        check: Callable[[list[str]], Any],
+        timeout: float,
+        stream: str = "stdout",
+    ) -> Any:
+        """Until ``check`` finds something in the lines printed on ``stream`` so far."""
+        lines = self.errors if stream == "stderr" else self.lines
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = check(lines)
+                if found:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(
+                        f"timed out after {timeout}s waiting for {what}\n"
+                        f"stdout: {self.lines[-30:]}\nstderr: {self.errors[-30:]}"
+                    )
+                self._changed.wait(remaining)
+
+    def join(self) -> None:
+        for reader in self._readers:
+            reader.join(5)
+
+
+def descriptions(lines: list[str]) -> list[dict[str, Any]]:
+    """Every ``describe()`` JSON the runner printed (indented, so over several lines)."""
+    found, block = [], None
+    for line in lines:
+        if line == "{":
+            block = [line]
+        elif block is not None:
+            block.append(line)
+            if line == "}":
+                found.append(json.loads("\n".join(block)))
+                block = None
+    return found
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every live process below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = cmdline(child) or ""
+                frontier.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str | None:
+    """The command line of a live (not zombie) process, None if it is gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("Z", "X"):
+            return None
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
