@@ -111,6 +111,13 @@ class Settings:
             "help": "permessage-deflate (costs CPU and memory per socket)",
         },
     )
+    direct_io: bool = field(
+        default=True,
+        metadata={
+            "env": "SWITCHBOARD_DIRECT_IO",
+            "help": "write frames straight to uvicorn's transport where it allows (off: ASGI)",
+        },
+    )
     log_level: str = field(
         default="info", metadata={"env": "SWITCHBOARD_LOG_LEVEL", "help": "debug, info, warning"}
     )

@@ -10,22 +10,19 @@ close the connection.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import inspect
 import logging
-import socket as pysocket
-import struct
-import termios
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from switchboard.server import eager, logs
+from switchboard.server import direct, eager, logs
 from switchboard.server.auth import token_from_subprotocols
 from switchboard.server.client_ip import client_ip
 from switchboard.server.codec import Frame
+from switchboard.server.direct import PROTOCOL_KEY, TRANSPORT_KEY, capture_server_protocol
 from switchboard.server.errors import UnsupportedVersion
 from switchboard.server.protocol import negotiate_version
 from switchboard.server.socket import ConnectInfo, Socket
@@ -43,10 +40,6 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     if not allowed or origin is None:
         return True
     return origin.rstrip("/") in allowed or "*" in allowed
-
-
-TRANSPORT_KEY = "switchboard.transport"
-PROTOCOL_KEY = "switchboard.protocol"
 
 
 class CaptureTransport:
@@ -74,99 +67,6 @@ class CaptureTransport:
                 await endpoint(WebSocket(scope, receive, send))
                 return
         await self.app(scope, receive, send)
-
-
-def capture_server_protocol(scope: Any, receive: Any, send: Any) -> None:
-    """Keep the server's protocol and TCP transport in ``scope`` if we can reach them: the
-    ASGI callables are its bound methods (uvicorn); middleware may have wrapped ``send``
-    but seldom ``receive``."""
-    if PROTOCOL_KEY in scope:
-        return
-    for callable_ in (send, receive):
-        protocol = getattr(callable_, "__self__", None)
-        transport = getattr(protocol, "transport", None)
-        if transport is not None and hasattr(transport, "abort"):
-            scope[TRANSPORT_KEY] = transport
-            scope[PROTOCOL_KEY] = protocol
-            return
-
-
-_last_frame: list[Any] = [None, b""]  # (frame, its WebSocket encoding): one broadcast, N writes
-
-
-def _ws_frame(frame: Frame) -> bytes:
-    """The unmasked server-to-client WebSocket frame (FIN, text or binary) for ``frame``."""
-    if frame is _last_frame[0]:
-        return _last_frame[1]  # type: ignore[no-any-return]
-    if type(frame) is str:
-        payload, opcode = frame.encode(), 0x81
-    else:
-        payload, opcode = frame, 0x82  # type: ignore[assignment]
-    size = len(payload)
-    if size < 126:
-        header = bytes((opcode, size))
-    elif size < 65536:
-        header = bytes((opcode, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((opcode, 127)) + size.to_bytes(8, "big")
-    wire = header + payload
-    _last_frame[0], _last_frame[1] = frame, wire
-    return wire
-
-
-class _DirectWriter:
-    """Writes whole frames straight to the TCP transport, bypassing the ASGI send chain.
-
-    Four coroutine layers per frame (Starlette, its exception wrapper, uvicorn, the
-    WebSocket state machine) cost as much as the rest of a broadcast; a broadcast's frame
-    bytes are built once and written to every subscriber. Used only where the server is
-    uvicorn's websockets protocol with no extension (compression) negotiated; a frame is
-    written only while the connection is open and its transport not paused, otherwise the
-    outbox queues it and the ASGI path sends it once the transport drains.
-    """
-
-    __slots__ = ("protocol", "transport", "writable", "conn", "open_state")
-
-    def __init__(self, protocol: Any) -> None:
-        from websockets.protocol import State
-
-        self.protocol = protocol
-        self.transport = protocol.transport
-        self.writable = protocol.writable
-        self.conn = protocol.conn
-        self.open_state = State.OPEN
-
-    @classmethod
-    def for_scope(cls, scope: Any) -> _DirectWriter | None:
-        protocol = scope.get(PROTOCOL_KEY)
-        if protocol is None:
-            return None
-        conn = getattr(protocol, "conn", None)
-        if not (
-            isinstance(getattr(protocol, "writable", None), asyncio.Event)
-            and hasattr(protocol, "close_sent")
-            and conn is not None
-            and hasattr(conn, "state")
-            and not getattr(conn, "extensions", True)
-        ):
-            return None
-        return cls(protocol)
-
-    def try_write(self, frame: Frame) -> bool:
-        if not self.writable.is_set():
-            return False  # paused: the slow path waits for it to drain
-        protocol = self.protocol
-        # The transport knows of a lost connection before uvicorn's connection_lost runs;
-        # writing on meanwhile makes asyncio warn once per frame.
-        if (
-            protocol.close_sent
-            or protocol.disconnected
-            or self.transport.is_closing()
-            or self.conn.state is not self.open_state
-        ):
-            raise ConnectionResetError("connection is closing")
-        self.transport.write(_ws_frame(frame))
-        return True
 
 
 class _Connection:
@@ -223,7 +123,7 @@ class _Connection:
         transport = self._live_transport()
         if transport is None:
             return False
-        return transport.get_write_buffer_size() > 0 or _kernel_unsent(transport) > 0
+        return transport.get_write_buffer_size() > 0 or direct.kernel_unsent(transport) > 0
 
     def _live_transport(self) -> Any:
         """The server's transport while its connection is up (its fd is ours only then)."""
@@ -245,42 +145,9 @@ class _Connection:
         if TRANSPORT_KEY in self.websocket.scope:
             transport = self._live_transport()
             if transport is not None:
-                _reset(transport)
+                direct.reset(transport)
         elif self.task is not None:
             self.task.cancel()  # no transport to abort: at least stop the receive loop
-
-
-def _release_handshake(scope: Any) -> None:
-    """uvicorn keeps the handshake's request and response (with all their headers, ~3 KiB)
-    for the connection's life though only the handshake uses them: let them go."""
-    protocol = scope.get(PROTOCOL_KEY)
-    if protocol is not None and getattr(protocol, "handshake_complete", False):
-        for name in ("request", "response"):
-            if getattr(protocol, name, None) is not None:
-                setattr(protocol, name, None)
-
-
-def _kernel_unsent(transport: Any) -> int:
-    """Bytes in the socket's send queue that the peer has not acknowledged (0 if unknown)."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or not hasattr(termios, "TIOCOUTQ"):
-        return 0
-    try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]  # type: ignore[no-any-return]
-    except (OSError, ValueError):
-        return 0
-
-
-def _reset(transport: Any) -> None:
-    """Abort with a TCP reset: with SO_LINGER 0 the kernel drops the unsent data at once,
-    where a plain close would keep the socket (and its buffers) to flush into a zero window."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
 
 
 SocketEndpoint = Callable[[WebSocket], Coroutine[Any, Any, None]]
@@ -352,9 +219,12 @@ async def serve_socket(
         node.admission.release(admission.serial)
         raise
 
-    _release_handshake(websocket.scope)
+    protocol = websocket.scope.get(PROTOCOL_KEY)
+    direct.release_handshake(protocol)
     logs.socket_id.set(socket_id)  # this task's log lines carry it
-    writer = _DirectWriter.for_scope(websocket.scope)
+    why_not = direct.refusal(protocol) if settings.direct_io else "SWITCHBOARD_DIRECT_IO is off"
+    _announce(why_not)
+    writer = direct.DirectWriter(protocol) if why_not is None else None
     connection = _Connection(
         websocket,
         asyncio.current_task(),
@@ -377,6 +247,19 @@ async def serve_socket(
     finally:
         connection.closing = True
         socket.connection_lost()
+
+
+_announced: list[bool] = []
+
+
+def _announce(why_not: str | None) -> None:
+    """Say once, when the first socket opens, which path its frames take."""
+    if _announced:
+        return
+    _announced.append(True)
+    kind = "asgi" if why_not else "direct"
+    how = f"through ASGI send ({why_not})" if why_not else "straight to uvicorn's transport"
+    logger.info("frames are written %s", how, extra={"event": "io_path", "write": kind})
 
 
 async def _identify(
