@@ -1,29 +1,43 @@
-"""A fast path on uvicorn's websockets-sansio protocol, off the ASGI call chain.
+"""Fast paths on uvicorn's websockets-sansio protocol, off the ASGI call chain.
 
-Four coroutine layers per frame (Starlette, its exception wrapper, uvicorn, the WebSocket
-state machine) cost as much as the rest of a broadcast. Where the server is uvicorn's
-websockets-sansio protocol with no extension (compression) negotiated,
-:class:`DirectWriter` writes whole frames straight to the TCP transport; a broadcast's
-frame bytes are built once and written to every subscriber.
+The ASGI path costs, per frame, a queue hand-off, a task wake-up and four coroutine layers
+each way (Starlette, its exception wrapper, uvicorn, the WebSocket state machine), and
+uvicorn pauses reading after every frame it hands over and resumes on the next
+``receive()``: two epoll changes per frame. Where the server is uvicorn's
+websockets-sansio protocol, we go around it:
 
-It is chosen per connection after checking every attribute it uses (uvicorn >= 0.53);
-:func:`refusal` says why not otherwise, and then the ASGI path does everything. We also
-keep uvicorn's TCP transport, to reset a connection whose client does not read.
+- :class:`DirectWriter` writes whole frames straight to the TCP transport (not with
+  compression negotiated); a broadcast's frame bytes are built once and written to every
+  subscriber.
+- :class:`DirectReader` stands in for the protocol's receive queue and hands each frame to
+  the socket as uvicorn's parser produces it, at most :data:`BATCH` frames per socket per
+  loop iteration, so one client's backlog never holds the others up.
+
+Each is chosen per connection after checking every attribute it uses (uvicorn >= 0.53);
+:func:`refusal` says why not otherwise, and then the ASGI path does that part. We also keep
+uvicorn's TCP transport, to reset a connection whose client does not read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import socket as pysocket
 import struct
 import termios
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from switchboard.server.codec import Frame
 
 TRANSPORT_KEY = "switchboard.transport"
 PROTOCOL_KEY = "switchboard.protocol"
+
+#: Frames one socket may have handled in one loop iteration; the rest wait for the next
+#: ones, its reading paused meanwhile.
+BATCH = 64
 
 
 def capture_server_protocol(scope: Any, receive: Any, send: Any) -> None:
@@ -46,26 +60,27 @@ def capture_server_protocol(scope: Any, receive: Any, send: Any) -> None:
 _TRANSPORT_METHODS = ("write", "is_closing", "get_write_buffer_size", "abort", "get_extra_info")
 
 
-def refusal(protocol: Any) -> str | None:
-    """Why :class:`DirectWriter` cannot write on ``protocol``; None if it can."""
+def refusal(protocol: Any, *, reading: bool = False) -> str | None:
+    """Why :class:`DirectWriter` (or, with ``reading``, :class:`DirectReader`) cannot run on
+    ``protocol``; None if it can."""
     if protocol is None:
         return "the server's protocol is out of reach"
     name = type(protocol).__name__
     transport = getattr(protocol, "transport", None)
-    missing = [method for method in _TRANSPORT_METHODS if not hasattr(transport, method)]
+    methods = _TRANSPORT_METHODS + (("pause_reading", "resume_reading") if reading else ())
+    missing = [method for method in methods if not hasattr(transport, method)]
     if missing:
         return f"its transport lacks {', '.join(missing)}"
-    for attribute, kind in (
-        ("close_sent", bool),
-        ("disconnected", bool),
-        ("writable", asyncio.Event),
-    ):
+    attributes = [("close_sent", bool), ("disconnected", bool), ("writable", asyncio.Event)]
+    if reading:
+        attributes += [("queue", asyncio.Queue), ("read_paused", bool)]
+    for attribute, kind in attributes:
         if not isinstance(getattr(protocol, attribute, None), kind):
             return f"{name}.{attribute} is not a {kind.__name__} (uvicorn < 0.53?)"
     conn: Any = getattr(protocol, "conn", None)
     if not hasattr(conn, "state") or not isinstance(getattr(conn, "extensions", None), list):
         return f"{name}.conn is not a websockets protocol"
-    if conn.extensions:
+    if conn.extensions and not reading:
         return "a WebSocket extension (compression) is negotiated"
     return None
 
@@ -128,6 +143,135 @@ class DirectWriter:
             raise ConnectionResetError("connection is closing")
         self.transport.write(ws_frame(frame))
         return True
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+class _Iterations:
+    """Counts the event loop's iterations in which frames arrived: one callback per such
+    iteration for the whole process, however many sockets receive in it."""
+
+    __slots__ = ("count", "_loop", "_armed")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._armed = False
+
+    def current(self, loop: asyncio.AbstractEventLoop) -> int:
+        if not self._armed or loop is not self._loop:
+            self._loop, self._armed = loop, True
+            loop.call_soon(self._next)
+        return self.count
+
+    def _next(self) -> None:
+        self.count += 1
+        self._armed = False
+
+
+_iterations = _Iterations()
+
+
+class DirectReader:
+    """Stands in for uvicorn's receive queue once the socket is open: each frame goes to
+    ``receive`` as uvicorn's parser hands it over, in the socket's own context (its log
+    fields); an exception ends the connection as it would on the ASGI path.
+
+    uvicorn pauses reading after putting a frame in its queue unless ``read_paused`` is
+    set, and resumes on the next ``receive()``; we keep the flag set (nobody calls
+    ``receive()`` any more) and pause reading ourselves only while a socket that sent more
+    than :data:`BATCH` frames in one loop iteration works through the rest in later ones.
+    """
+
+    __slots__ = (
+        "protocol",
+        "transport",
+        "loop",
+        "ended",
+        "error",
+        "_receive",
+        "_context",
+        "_iteration",
+        "_handled",
+        "_backlog",
+    )
+
+    def __init__(self, protocol: Any, receive: Callable[[Frame], None]) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.loop = asyncio.get_running_loop()
+        #: Done once the connection ends (the client closed, we closed, it was lost).
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        self.error: BaseException | None = None
+        self._receive = receive
+        self._context = contextvars.copy_context()
+        self._iteration = -1
+        self._handled = 0
+        self._backlog: deque[Frame] | None = None
+
+    def install(self) -> None:
+        """Take over from uvicorn's queue; frames already queued are handled first, in order."""
+        protocol = self.protocol
+        queued, protocol.queue = protocol.queue, self
+        was_paused, protocol.read_paused = protocol.read_paused, True
+        while not queued.empty():
+            self.put_nowait(queued.get_nowait())
+        if was_paused and self._backlog is None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # uvicorn calls these two on its queue.
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        if message["type"] != "websocket.receive":  # websocket.disconnect
+            if not self.ended.done():
+                self.ended.set_result(None)
+            return
+        data = message.get("text")
+        if data is None:
+            data = message["bytes"]
+        if self._backlog is not None:
+            self._backlog.append(data)
+            return
+        iteration = _iterations.current(self.loop)
+        if iteration != self._iteration:
+            self._iteration, self._handled = iteration, 0
+        elif self._handled >= BATCH:
+            self._backlog = deque((data,))
+            self.transport.pause_reading()
+            self.loop.call_soon(self._work_through_backlog)
+            return
+        self._handled += 1
+        self._handle(data)
+
+    def empty(self) -> bool:
+        return True
+
+    def _handle(self, data: Frame) -> None:
+        if self.ended.done():
+            return
+        try:
+            self._context.run(self._receive, data)
+        except Exception as exc:  # a bug: end this connection as the ASGI path would
+            self.error = exc
+            if not self.ended.done():
+                self.ended.set_result(None)
+        # A close sent meanwhile cleared the flag (and resumed reading, for the client's
+        # close frame); uvicorn would pause reading again as soon as we return.
+        self.protocol.read_paused = True
+
+    def _work_through_backlog(self) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        for _ in range(BATCH):
+            if not backlog:
+                break
+            self._handle(backlog.popleft())
+        if backlog and not self.ended.done():
+            self.loop.call_soon(self._work_through_backlog)
+            return
+        self._backlog = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
 
 # -- resetting ---------------------------------------------------------------------------

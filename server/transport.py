@@ -222,9 +222,13 @@ async def serve_socket(
     protocol = websocket.scope.get(PROTOCOL_KEY)
     direct.release_handshake(protocol)
     logs.socket_id.set(socket_id)  # this task's log lines carry it
-    why_not = direct.refusal(protocol) if settings.direct_io else "SWITCHBOARD_DIRECT_IO is off"
-    _announce(why_not)
-    writer = direct.DirectWriter(protocol) if why_not is None else None
+    if settings.direct_io:
+        write_refusal = direct.refusal(protocol)
+        read_refusal = direct.refusal(protocol, reading=True)
+    else:
+        write_refusal = read_refusal = "SWITCHBOARD_DIRECT_IO is off"
+    _announce(write_refusal, read_refusal)
+    writer = direct.DirectWriter(protocol) if write_refusal is None else None
     connection = _Connection(
         websocket,
         asyncio.current_task(),
@@ -232,15 +236,11 @@ async def serve_socket(
         writer.try_write if writer is not None else None,
     )
     socket = SocketServer(node, router, admission.serial, handler, socket_id, connection)
-    receive = websocket.receive
     try:
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                socket.receive(text if text is not None else message["bytes"])
-            else:  # websocket.disconnect
-                break
+        if read_refusal is None:
+            await _receive_directly(protocol, socket)
+        else:
+            await _receive_through_asgi(websocket, socket)
     except asyncio.CancelledError:
         if not connection.closing:
             raise
@@ -249,17 +249,48 @@ async def serve_socket(
         socket.connection_lost()
 
 
+async def _receive_directly(protocol: Any, socket: SocketServer) -> None:
+    reader = direct.DirectReader(protocol, socket.receive)
+    reader.install()
+    await reader.ended
+    if reader.error is not None:
+        raise reader.error
+
+
+async def _receive_through_asgi(websocket: WebSocket, socket: SocketServer) -> None:
+    receive = websocket.receive
+    handled = 0
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":  # websocket.disconnect
+            return
+        text = message.get("text")
+        socket.receive(text if text is not None else message["bytes"])
+        handled += 1
+        if handled % direct.BATCH == 0:
+            # uvicorn hands over a whole read's frames without our receive() ever waiting:
+            # let the other sockets in between batches.
+            await asyncio.sleep(0)
+
+
 _announced: list[bool] = []
 
 
-def _announce(why_not: str | None) -> None:
-    """Say once, when the first socket opens, which path its frames take."""
+def _announce(write_refusal: str | None, read_refusal: str | None) -> None:
+    """Say once, when the first socket opens, which paths its frames take."""
     if _announced:
         return
     _announced.append(True)
-    kind = "asgi" if why_not else "direct"
-    how = f"through ASGI send ({why_not})" if why_not else "straight to uvicorn's transport"
-    logger.info("frames are written %s", how, extra={"event": "io_path", "write": kind})
+    logger.info(
+        "frames are written %s and read %s",
+        f"through ASGI send ({write_refusal})" if write_refusal else "straight to the transport",
+        f"through ASGI receive ({read_refusal})" if read_refusal else "straight from uvicorn",
+        extra={
+            "event": "io_path",
+            "write": "asgi" if write_refusal else "direct",
+            "read": "asgi" if read_refusal else "direct",
+        },
+    )
 
 
 async def _identify(

@@ -1,4 +1,5 @@
-"""Tests of server.direct: the frames it writes, and when it agrees to write them."""
+"""Tests of server.direct: the frames it writes, the frames it reads, and when it agrees
+to do either."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from switchboard.server.direct import DirectWriter, refusal, ws_frame
+from switchboard.server.direct import BATCH, DirectReader, DirectWriter, refusal, ws_frame
 
 
 def parsed(wire: bytes) -> tuple[Opcode, bytes]:
@@ -50,6 +51,7 @@ class FakeTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closing = False
+        self.paused = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -65,6 +67,12 @@ class FakeTransport:
     def get_extra_info(self, name: str) -> Any:
         return None
 
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
 
 class FakeConn:
     def __init__(self) -> None:
@@ -73,7 +81,8 @@ class FakeConn:
 
 
 class FakeProtocol:
-    """The attributes of uvicorn's WebSocketsSansIOProtocol (>= 0.53) that DirectWriter uses."""
+    """The attributes of uvicorn's WebSocketsSansIOProtocol (>= 0.53) that the direct paths
+    use. Made inside a running loop (its queue and event belong to it)."""
 
     def __init__(self) -> None:
         self.transport = FakeTransport()
@@ -82,6 +91,19 @@ class FakeProtocol:
         self.writable = asyncio.Event()
         self.writable.set()
         self.conn = FakeConn()
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.read_paused = False
+
+    def frame_arrives(self, text: str) -> None:
+        """What uvicorn does with a text frame its parser produced."""
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+
+def run(scenario: Any) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 5))
 
 
 def test_a_protocol_with_every_attribute_is_written_to_directly() -> None:
@@ -136,3 +158,116 @@ def test_the_writer_refuses_a_closing_connection(how: str) -> None:
     with pytest.raises(ConnectionResetError):
         writer.try_write("late")
     assert protocol.transport.written == []
+
+
+# -- reading
+
+
+def test_reading_needs_the_queue_and_the_pause_flag_but_allows_compression() -> None:
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+        assert refusal(protocol, reading=True) is None
+        protocol.conn.extensions = ["permessage-deflate"]
+        assert refusal(protocol, reading=True) is None
+        for attribute in ("queue", "read_paused"):
+            broken = FakeProtocol()
+            delattr(broken, attribute)
+            assert attribute in str(refusal(broken, reading=True))
+
+    run(scenario)
+
+
+def test_frames_go_to_the_socket_as_they_arrive_and_reading_never_pauses() -> None:
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+        handled: list[Any] = []
+        DirectReader(protocol, handled.append).install()
+        for n in range(3):
+            protocol.frame_arrives(str(n))
+            assert handled == [str(i) for i in range(n + 1)]  # at once, no task in between
+        assert not protocol.transport.paused
+
+    run(scenario)
+
+
+def test_frames_queued_before_the_reader_took_over_come_first() -> None:
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+        protocol.frame_arrives("early")
+        assert protocol.transport.paused
+        handled: list[Any] = []
+        DirectReader(protocol, handled.append).install()
+        protocol.frame_arrives("late")
+        assert handled == ["early", "late"]
+        assert not protocol.transport.paused
+
+    run(scenario)
+
+
+def test_a_burst_is_handled_a_batch_per_loop_iteration_with_others_served_between() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        protocol = FakeProtocol()
+        handled: list[Any] = []
+        reader = DirectReader(protocol, handled.append)
+        reader.install()
+        others: list[int] = []
+        loop.call_soon(lambda: others.append(len(handled)))  # another socket's turn
+        for n in range(5 * BATCH):  # one read's worth of frames, in one callback
+            protocol.frame_arrives(str(n))
+        assert len(handled) == BATCH and protocol.transport.paused
+        while len(handled) < 5 * BATCH:
+            await asyncio.sleep(0)
+        assert others == [BATCH]
+        assert handled == [str(n) for n in range(5 * BATCH)]
+        await asyncio.sleep(0)
+        assert not protocol.transport.paused
+
+    run(scenario)
+
+
+def test_a_disconnect_ends_the_reader() -> None:
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+        reader = DirectReader(protocol, lambda data: None)
+        reader.install()
+        protocol.queue.put_nowait({"type": "websocket.disconnect", "code": 1005})
+        await reader.ended
+        assert reader.error is None
+
+    run(scenario)
+
+
+def test_an_exception_while_handling_a_frame_ends_the_reader_with_it() -> None:
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+
+        def receive(data: Any) -> None:
+            raise ValueError(data)
+
+        reader = DirectReader(protocol, receive)
+        reader.install()
+        protocol.frame_arrives("boom")
+        protocol.frame_arrives("after")  # ignored: the reader has ended
+        await reader.ended
+        assert isinstance(reader.error, ValueError) and reader.error.args == ("boom",)
+
+    run(scenario)
+
+
+def test_a_close_sent_while_handling_a_frame_leaves_reading_on() -> None:
+    """uvicorn clears ``read_paused`` (and resumes reading) when the close frame goes out,
+    to read the client's close frame; it must not pause again once the frame is handled."""
+
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+
+        def receive(data: Any) -> None:
+            protocol.read_paused = False  # what uvicorn's send does with websocket.close
+            protocol.queue.put_nowait({"type": "websocket.disconnect", "code": 1008})
+
+        DirectReader(protocol, receive).install()
+        protocol.frame_arrives("bad")
+        assert not protocol.transport.paused
+
+    run(scenario)

@@ -1,5 +1,5 @@
-"""Both ways frames travel between uvicorn and a socket: the direct path (frames written
-straight to uvicorn's transport) and the ASGI path it falls back to
+"""Both ways frames travel between uvicorn and a socket: the direct paths (frames taken
+from uvicorn's parser and written to its transport) and the ASGI path they fall back to
 (``SWITCHBOARD_DIRECT_IO=off`` forces it). Every test runs on both."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_the_node_logs_once_which_io_path_it_takes(path: tuple[str, ServerProces
 
     run(scenario())
     entry = server.wait_for_log(lambda e: e.get("event") == "io_path")
-    assert entry["write"] == kind
+    assert (entry["write"], entry["read"]) == (kind, kind)
     assert sum(1 for e in server.logs if e.get("event") == "io_path") == 1
 
 
