@@ -24,7 +24,7 @@ from switchboard.server.logs import RequestId
 from switchboard.server.metrics import NodeMetrics
 from switchboard.server.refusals import refusal_route
 from switchboard.server.resources import STATIC_DIR, phoenix_js_dir
-from switchboard.server.routes import api, health, testing
+from switchboard.server.routes import api, console, health, testing
 from switchboard.server.security import SecurityHeaders
 from switchboard.server.socket import Socket
 from switchboard.server.transport import CaptureTransport
@@ -78,6 +78,7 @@ def build_app(endpoint: Endpoint) -> Starlette:
         Route("/dashboard", _dashboard),
         *health.routes,
         *api.routes,
+        *console.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
         Mount(
             "/vendor/phoenix",

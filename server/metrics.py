@@ -124,7 +124,7 @@ class NodeMetrics:
             registry=self.registry,
             buckets=FANOUT_BUCKETS,
         )
-        node.pubsub.observer = self.observe_fanout
+        node.activity.forward = self.observe_fanout
 
     def observe_fanout(self, topic: str, event: str, subscribers: int, seconds: float) -> None:
         self.fanout.observe(seconds)

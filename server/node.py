@@ -15,18 +15,23 @@ import time
 from typing import TYPE_CHECKING
 
 from switchboard.server import telemetry
+from switchboard.server.activity import Activity
+from switchboard.server.admin import AdminSocket
 from switchboard.server.admission import AdmissionControl
+from switchboard.server.cluster_call import ClusterCall
 from switchboard.server.config import Settings
 from switchboard.server.counters import Counters
 from switchboard.server.pubsub import PubSub
 from switchboard.server.refusals import RefusalLog
 from switchboard.server.registry import GOING_AWAY, SocketRegistry
+from switchboard.server.taps import Taps
 from switchboard.server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from switchboard.actors.supervisor import SupervisorEvent
     from switchboard.presence.tracker import Presence
     from switchboard.server.cluster_sync import ClusterSync
+    from switchboard.server.socket_server import SocketServer
     from switchboard.server.stats import ClusterStats
     from switchboard.server.supervision import ActorTree
 
@@ -53,6 +58,12 @@ class Node:
         self.sockets = SocketRegistry(pubsub)
         self.admission = AdmissionControl(settings, node_id, self.counters)
         self.refusals = RefusalLog()
+        #: Broadcasts per topic and fan-out times, for the console (pub/sub's observer).
+        self.activity = Activity()
+        pubsub.observer = self.activity.observe
+        self.taps = Taps(pubsub)
+        self.calls = ClusterCall(pubsub, node_id)
+        self.draining_since: float | None = None
         self.accepting = True
         self._sync: ClusterSync | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -81,9 +92,12 @@ class Node:
             self.admission.presence = self.presence
             self.actors.listeners.append(self._actor_event)
             await self.presence.start()
+        from switchboard.server.console import NodeConsole
         from switchboard.server.stats import ClusterStats
 
-        self.stats = ClusterStats(self)
+        NodeConsole(self).register()
+        self.calls.start()
+        self.stats = ClusterStats(self, expire_after=self.settings.node_timeout + 1.0)
         await self.stats.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
 
@@ -94,6 +108,8 @@ class Node:
             socket.close(GOING_AWAY, "server shutting down")
         if self.stats is not None:
             await self.stats.stop()
+        self.calls.stop()
+        self.taps.close_all()
         if self.presence is not None:
             await self.presence.stop()
         if self._sync is not None:
@@ -111,7 +127,11 @@ class Node:
         channel ends; other nodes' clients see them as ordinary diffs.
         """
         self.accepting = False
-        sockets = list(self.sockets)
+        self.draining_since = time.time()
+        if self.stats is not None:
+            self.stats.nudge()  # a short drain must still show on the console
+        # The console's own sockets stay until the node stops: it shows the drain to the end.
+        sockets = [s for s in self.sockets if not self.keeps_when_draining(s)]
         logger.info(
             "draining %d sockets over %.1f s",
             len(sockets),
@@ -130,6 +150,10 @@ class Node:
         if self.presence is not None:
             await self.presence.settle()
         lifecycle.info("drained", extra={"event": "drain_finished"})
+
+    @staticmethod
+    def keeps_when_draining(socket: SocketServer) -> bool:
+        return isinstance(socket.handler, AdminSocket)
 
     def _actor_event(self, event: SupervisorEvent) -> object:
         if event.kind == "restart":

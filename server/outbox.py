@@ -40,6 +40,7 @@ class Outbox:
         "_queued_bytes",
         "_writer",
         "closed",
+        "frames",
     )
 
     def __init__(
@@ -59,6 +60,7 @@ class Outbox:
         self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
+        self.frames = 0  # frames handed to this outbox, for the console
 
     @property
     def queued_bytes(self) -> int:
@@ -68,6 +70,7 @@ class Outbox:
         """Write ``frame`` now if possible, else queue it; never blocks, never raises."""
         if self.closed:
             return
+        self.frames += 1
         if self._writer is None:
             try:
                 if self._try_write is not None:

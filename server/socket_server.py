@@ -85,6 +85,9 @@ class SocketServer:
         "closed",
         "close_code",
         "last_seen",
+        "address",
+        "connected_at",
+        "received",
         "connection",
         "_closing",
         "_join_bucket",
@@ -100,6 +103,7 @@ class SocketServer:
         handler: Socket,
         socket_id: str | None,
         connection: Connection,
+        address: str = "",
     ) -> None:
         self.node = node
         self.router = router
@@ -125,6 +129,10 @@ class SocketServer:
         self.closed = False
         self.close_code: int | None = None
         self.last_seen = now = time.monotonic()
+        # For the console's connections list; frames out are the outbox's count.
+        self.address = address
+        self.connected_at = time.time()
+        self.received = 0
         self._closing: asyncio.Task[None] | None = None
         # Join and push limits are per-socket state, so the socket owns them: checking them
         # costs no actor round trip on the push path.
@@ -148,6 +156,7 @@ class SocketServer:
             return
         self.last_seen = now = time.monotonic()
         self.counters.messages_in += 1
+        self.received += 1
         try:
             self.protocol.receive(data)
         except ProtocolError as exc:

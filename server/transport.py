@@ -235,7 +235,9 @@ async def serve_socket(
         settings.close_timeout,
         writer.try_write if writer is not None else None,
     )
-    socket = SocketServer(node, router, admission.serial, handler, socket_id, connection)
+    socket = SocketServer(
+        node, router, admission.serial, handler, socket_id, connection, address=ip
+    )
     try:
         if read_refusal is None:
             await _receive_directly(protocol, socket)

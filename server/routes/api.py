@@ -45,9 +45,19 @@ async def broadcast(request: Request) -> Response:
     refusal = _unauthorized(request, node.settings.api_key, "the broadcast API")
     if refusal is not None:
         return refusal
-    body = await request.body()
-    if len(body) > node.settings.max_frame_size:
-        return _error(413, f"body over {node.settings.max_frame_size} bytes")
+    parsed = parse_broadcast(await request.body(), node.settings.max_frame_size)
+    if isinstance(parsed, Response):
+        return parsed
+    topic, event, payload = parsed
+    node.pubsub.broadcast(topic, event, payload)
+    return JSONResponse({"ok": True, "topic": topic, "event": event}, status_code=202)
+
+
+def parse_broadcast(body: bytes, max_size: int) -> tuple[str, str, dict[str, Any]] | Response:
+    """``{"topic", "event", "payload"}`` from a request body, or the 4xx answer saying why not
+    (the console's broadcast shares it)."""
+    if len(body) > max_size:
+        return _error(413, f"body over {max_size} bytes")
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -58,9 +68,8 @@ async def broadcast(request: Request) -> Response:
     problems = broadcast_problems(topic, event, payload)
     if problems:
         return JSONResponse({"error": "invalid broadcast", "problems": problems}, status_code=422)
-    assert isinstance(topic, str) and isinstance(event, str)
-    node.pubsub.broadcast(topic, event, payload)
-    return JSONResponse({"ok": True, "topic": topic, "event": event}, status_code=202)
+    assert isinstance(topic, str) and isinstance(event, str) and isinstance(payload, dict)
+    return topic, event, payload
 
 
 async def presence_of_topic(request: Request) -> Response:
