@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,57 @@ def run_browser_script(
         timeout=60,
     )
     return result, f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def run_browser_steps(
+    node: str,
+    script: Path,
+    env: dict[str, str],
+    actions: Mapping[str, Callable[[], object]],
+    timeout: float = 90.0,
+) -> tuple[int, str]:
+    """Run ``script`` and do what it asks on the way: a line ``ASK <name>`` on its stdout runs
+    ``actions[name]()`` here (stopping a node, killing Redis...), then ``DONE <name>`` (or
+    ``FAILED <name> <error>``) goes to its stdin. Returns its exit code and everything it
+    printed, to show when a check fails."""
+    process = subprocess.Popen(
+        [node, str(script)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    printed: list[str] = []
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    try:
+        for line in process.stdout:
+            printed.append(line)
+            if not line.startswith("ASK "):
+                continue
+            name = line.split()[1]
+            try:
+                actions[name]()
+                answer = f"DONE {name}\n"
+            except Exception as exc:  # the script fails with this message
+                answer = f"FAILED {name} {type(exc).__name__}: {exc}\n"
+            process.stdin.write(answer)
+            process.stdin.flush()
+        code = process.wait(10)
+    finally:
+        timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        process.stdin.close()
+        process.stdout.close()
+        reader.join(5)
+        if process.stderr is not None:
+            process.stderr.close()
+    return code, f"--- stdout\n{''.join(printed)}\n--- stderr\n{''.join(errors)}"

@@ -43,6 +43,23 @@ export function launchChromium() {
   });
 }
 
+/**
+ * Run `scenarios[name](browser)` in a fresh Chromium; then check that nothing else went
+ * wrong on the page (`problems`), and `after()` if given.
+ */
+export async function runScenario(scenarios, name, problems, after = () => {}) {
+  const scenario = scenarios[name];
+  if (!scenario) throw new Error(`no scenario ${name}; one of ${Object.keys(scenarios)}`);
+  const browser = await launchChromium();
+  try {
+    await scenario(browser);
+    after();
+    check(problems.length === 0, `no console errors or page errors${problems.length ? `: ${problems.join("; ")}` : ""}`);
+  } finally {
+    await browser.close();
+  }
+}
+
 /** Run `main`; print PASS and exit 0, or print FAIL (with the console/page `problems`) and exit 1. */
 export function finish(main, problems) {
   main().then(
@@ -56,4 +73,27 @@ export function finish(main, problems) {
       process.exit(1);
     },
   );
+}
+
+// -- steps the Python side performs (tests/support/browser.py: run_browser_steps) ----------
+
+let stdinLines = null;
+const answers = [];
+const waiting = [];
+
+/** Ask the test to do `name` (stop a node, kill Redis...) and wait until it has. */
+export async function ask(name) {
+  if (!stdinLines) {
+    const { createInterface } = await import("node:readline");
+    stdinLines = createInterface({ input: process.stdin });
+    stdinLines.on("line", (line) => {
+      const next = waiting.shift();
+      if (next) next(line);
+      else answers.push(line);
+    });
+  }
+  console.log(`ASK ${name}`);
+  const line = answers.length ? answers.shift() : await new Promise((resolve) => waiting.push(resolve));
+  if (line !== `DONE ${name}`) throw new Error(`the test could not ${name}: ${line}`);
+  console.log(`ok: the test did ${name}`);
 }

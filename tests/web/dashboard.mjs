@@ -94,7 +94,9 @@ function closeClient(ws, timer) {
 
 // ---------------------------------------------------------------- page helpers
 
-const card = `.node-card[data-node="${NODE_NAME.replace(/["\\]/g, "\\$&")}"]`;
+// Cards are named by node name: the node id without its boot id (a restart keeps the card).
+const NAME = NODE_NAME.replace(/:[^:]*$/, "");
+const card = `.node-card[data-node="${NAME.replace(/["\\]/g, "\\$&")}"]`;
 
 /** Wait until the card's number `field` is equal to (op "eq") or above (op "gt") `target`. */
 async function fieldIs(page, field, op, target, what) {
@@ -174,7 +176,7 @@ async function main() {
     await page.waitForSelector("#status[data-state='connected']");
     await page.waitForSelector(`${card}`);
     check((await page.locator(".node-card").count()) === 1, "connected: exactly one node card");
-    check((await page.textContent(`${card} .node-name`)) === NODE_NAME, `the card names node ${NODE_NAME}`);
+    check((await page.textContent(`${card} .node-name`)) === NAME, `the card names node ${NAME}`);
     check(await page.isHidden("#login"), "the token form is gone once connected");
     // The join reply carries the sample taken before the dashboard's socket existed (0
     // connections); the next broadcast counts the dashboard's own socket.
@@ -237,20 +239,22 @@ async function main() {
       "the markup topic shows as literal text, no element, no handler ran",
     );
 
+    await page.selectOption("#chart-scope", NAME);
     await page.waitForFunction(
-      ([selector, peak]) => {
-        const chart = document.querySelector(`${selector} [data-chart="connections"] svg`);
+      (peak) => {
+        const chart = document.querySelector('#charts [data-chart="connections"] svg');
         const path = chart?.querySelector("path.line")?.getAttribute("d") || "";
         return Number(chart?.dataset.points) >= 3 && Number(chart?.dataset.max) >= peak && path.includes("L");
       },
-      [card, N + 1],
+      N + 1,
       { timeout: WAIT },
     );
-    const points = await page.getAttribute(`${card} [data-chart="connections"] svg`, "data-points");
+    const points = await page.getAttribute('#charts [data-chart="connections"] svg', "data-points");
     check(true, `the node's connections chart has ${points} points and a line up to ${N + 1}`);
+    await page.selectOption("#chart-scope", "");
     await page.waitForFunction(
       () => {
-        const chart = document.querySelector("#cluster-messages-chart svg");
+        const chart = document.querySelector('#charts [data-chart="messages"] svg');
         return Number(chart?.dataset.max) > 0 && chart.querySelectorAll("path.line[d*='L']").length === 2;
       },
       null,

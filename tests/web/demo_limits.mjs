@@ -12,7 +12,7 @@
 //                 at desktop and at phone width
 // Optional: CHROMIUM, SCREENSHOT_DIR (PNG files go there). Exits 0 on success, 1 on a failed
 // check, 2 on overrun.
-import { check, failAfter, finish, launchChromium, WAIT } from "./browser.mjs";
+import { check, failAfter, finish, runScenario, WAIT } from "./browser.mjs";
 import WebSocket from "ws";
 
 const BASE_URL = process.env.BASE_URL;
@@ -242,17 +242,10 @@ async function present(name, topic) {
   return ws;
 }
 
-async function main() {
-  const scenario = scenarios[SCENARIO];
-  if (!scenario) throw new Error(`no scenario ${SCENARIO}; one of ${Object.keys(scenarios)}`);
-  const browser = await launchChromium();
-  try {
-    await scenario(browser);
-    console.log(`note: Chromium logged ${refusedHandshakes} refused WebSocket handshake(s)`);
-    check(problems.length === 0, `no other console errors or page errors${problems.length ? `: ${problems.join("; ")}` : ""}`);
-  } finally {
-    await browser.close();
-  }
-}
-
-finish(main, problems);
+finish(
+  () =>
+    runScenario(scenarios, SCENARIO, problems, () =>
+      console.log(`note: Chromium logged ${refusedHandshakes} refused WebSocket handshake(s)`),
+    ),
+  problems,
+);
