@@ -153,7 +153,10 @@ class Settings:
     )
     push_rate: tuple[str, ...] = field(
         default=("200", "50"),
-        metadata={"env": "SWITCHBOARD_PUSH_RATE", "help": "pushes per socket: burst,per_second"},
+        metadata={
+            "env": "SWITCHBOARD_PUSH_RATE",
+            "help": "other frames per socket (pushes, heartbeats, pings): burst,per_second",
+        },
     )
     http_rate: tuple[str, ...] = field(
         default=("60", "10"),
@@ -166,7 +169,7 @@ class Settings:
         default=50,
         metadata={
             "env": "SWITCHBOARD_FLOOD_DISCONNECT",
-            "help": "rate-limited pushes in a row before a socket is closed",
+            "help": "rate-limited frames in a row before a socket is closed",
         },
     )
     trusted_proxies: tuple[str, ...] = field(

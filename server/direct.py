@@ -11,7 +11,9 @@ websockets-sansio protocol, we go around it:
   subscriber.
 - :class:`DirectReader` stands in for the protocol's receive queue and hands each frame to
   the socket as uvicorn's parser produces it, at most :data:`BATCH` frames per socket per
-  loop iteration, so one client's backlog never holds the others up.
+  loop iteration, so one client's backlog never holds the others up. It answers pings
+  too: a ping counts toward the socket's rate limits like any frame, and a client that
+  does not read its pongs is dropped like any slow consumer.
 
 Each is chosen per connection after checking every attribute it uses (uvicorn >= 0.53);
 :func:`refusal` says why not otherwise, and then the ASGI path does that part. We also keep
@@ -34,6 +36,8 @@ from switchboard.server.codec import Frame
 
 TRANSPORT_KEY = "switchboard.transport"
 PROTOCOL_KEY = "switchboard.protocol"
+
+PONG = 0x8A  # first byte of a server's pong frame: FIN, opcode 0xA (control frames: no RSV)
 
 #: Frames one socket may have handled in one loop iteration; the rest wait for the next
 #: ones, its reading paused meanwhile.
@@ -74,11 +78,17 @@ def refusal(protocol: Any, *, reading: bool = False) -> str | None:
     attributes = [("close_sent", bool), ("disconnected", bool), ("writable", asyncio.Event)]
     if reading:
         attributes += [("queue", asyncio.Queue), ("read_paused", bool)]
+        if not callable(getattr(protocol, "handle_ping", None)):
+            return f"{name} has no handle_ping"
     for attribute, kind in attributes:
         if not isinstance(getattr(protocol, attribute, None), kind):
             return f"{name}.{attribute} is not a {kind.__name__} (uvicorn < 0.53?)"
     conn: Any = getattr(protocol, "conn", None)
-    if not hasattr(conn, "state") or not isinstance(getattr(conn, "extensions", None), list):
+    if not (
+        hasattr(conn, "state")
+        and hasattr(conn, "data_to_send")
+        and isinstance(getattr(conn, "extensions", None), list)
+    ):
         return f"{name}.conn is not a websockets protocol"
     if conn.extensions and not reading:
         return "a WebSocket extension (compression) is negotiated"
@@ -182,6 +192,9 @@ class DirectReader:
     set, and resumes on the next ``receive()``; we keep the flag set (nobody calls
     ``receive()`` any more) and pause reading ourselves only while a socket that sent more
     than :data:`BATCH` frames in one loop iteration works through the rest in later ones.
+
+    A ping's pong (queued by websockets) goes out only if ``on_ping``, told how many bytes
+    would then wait for the client, allows it.
     """
 
     __slots__ = (
@@ -191,13 +204,21 @@ class DirectReader:
         "ended",
         "error",
         "_receive",
+        "_on_ping",
+        "_queued",
         "_context",
         "_iteration",
         "_handled",
+        "_paused",
         "_backlog",
     )
 
-    def __init__(self, protocol: Any, receive: Callable[[Frame], None]) -> None:
+    def __init__(
+        self,
+        protocol: Any,
+        receive: Callable[[Frame], None],
+        on_ping: Callable[[int], bool] | None = None,
+    ) -> None:
         self.protocol = protocol
         self.transport = protocol.transport
         self.loop = asyncio.get_running_loop()
@@ -205,9 +226,12 @@ class DirectReader:
         self.ended: asyncio.Future[None] = self.loop.create_future()
         self.error: BaseException | None = None
         self._receive = receive
+        self._on_ping = on_ping
+        self._queued: deque[bytes] | None = None  # made at the first ping
         self._context = contextvars.copy_context()
         self._iteration = -1
         self._handled = 0
+        self._paused = False
         self._backlog: deque[Frame] | None = None
 
     def install(self) -> None:
@@ -215,9 +239,10 @@ class DirectReader:
         protocol = self.protocol
         queued, protocol.queue = protocol.queue, self
         was_paused, protocol.read_paused = protocol.read_paused, True
+        protocol.handle_ping = self._handle_ping
         while not queued.empty():
             self.put_nowait(queued.get_nowait())
-        if was_paused and self._backlog is None and not self.transport.is_closing():
+        if was_paused and not self._paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
     # uvicorn calls these two on its queue.
@@ -231,19 +256,28 @@ class DirectReader:
             data = message["bytes"]
         if self._backlog is not None:
             self._backlog.append(data)
-            return
+        elif self._over_budget():
+            self._backlog = deque((data,))
+        else:
+            self._handle(data)
+
+    def empty(self) -> bool:
+        return True
+
+    def _over_budget(self) -> bool:
+        """Count a frame; True once this socket had its :data:`BATCH` in this loop
+        iteration. Reading then pauses until the next one (else libuv goes on reading the
+        same socket, up to 32 reads in one go)."""
         iteration = _iterations.current(self.loop)
         if iteration != self._iteration:
             self._iteration, self._handled = iteration, 0
-        elif self._handled >= BATCH:
-            self._backlog = deque((data,))
-            self.transport.pause_reading()
-            self.loop.call_soon(self._work_through_backlog)
-            return
         self._handled += 1
-        self._handle(data)
-
-    def empty(self) -> bool:
+        if self._handled <= BATCH:
+            return False
+        if not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self._next_batch)
         return True
 
     def _handle(self, data: Frame) -> None:
@@ -259,19 +293,47 @@ class DirectReader:
         # close frame); uvicorn would pause reading again as soon as we return.
         self.protocol.read_paused = True
 
-    def _work_through_backlog(self) -> None:
+    def _next_batch(self) -> None:
+        """A later loop iteration: the next batch of the backlog; once it is all handled,
+        reading resumes."""
         backlog = self._backlog
-        assert backlog is not None
-        for _ in range(BATCH):
-            if not backlog:
-                break
-            self._handle(backlog.popleft())
-        if backlog and not self.ended.done():
-            self.loop.call_soon(self._work_through_backlog)
-            return
+        if backlog:
+            for _ in range(BATCH):
+                if not backlog:
+                    break
+                self._handle(backlog.popleft())
+            if backlog and not self.ended.done():
+                self.loop.call_soon(self._next_batch)
+                return
         self._backlog = None
+        self._paused = False
         if not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def _handle_ping(self) -> None:
+        """uvicorn's ``handle_ping``, called once per ping frame after websockets parsed a
+        whole read and queued a pong for every ping in it: this call answers the oldest."""
+        if self._queued is None:
+            self._queued = deque()
+        queued = self._queued
+        queued.extend(self.protocol.conn.data_to_send())
+        self._over_budget()  # its pong is decided now; only further reading waits
+        self._write_until_pong(queued)
+        if not queued:
+            return
+        pong = queued.popleft()
+        if not self.ended.done():
+            unsent = self.transport.get_write_buffer_size() + len(pong)
+            if self._on_ping is None or self._context.run(self._on_ping, unsent):
+                self.transport.write(pong)
+        self._write_until_pong(queued)  # say, the reply to a close frame after the ping
+
+    def _write_until_pong(self, queued: deque[bytes]) -> None:
+        """Write the frames websockets queued (one per item) up to the next pong."""
+        while queued and queued[0][0] != PONG:
+            data = queued.popleft()
+            if not self.transport.is_closing():
+                self.transport.write(data)
 
 
 # -- resetting ---------------------------------------------------------------------------

@@ -104,7 +104,21 @@ class SocketProtocol:
 
     def receive(self, data: Frame) -> None:
         """Handle one frame from the client. Raises :class:`ProtocolError` if it is unusable."""
-        message = codec.decode(data, self.max_frame_size)
+        self.handle(self.decode(data))
+
+    def decode(self, data: Frame) -> Message:
+        """The message in a frame from the client; :class:`ProtocolError` if it is unusable."""
+        return codec.decode(data, self.max_frame_size)
+
+    def refuse(self, message: Message, response: Payload) -> None:
+        """Answer ``message`` with an error reply and otherwise ignore it (say, a rate limit)."""
+        join_ref = message.join_ref
+        if message.event == codec.PHX_JOIN:
+            join_ref = join_ref or message.ref
+        self._reply(join_ref, message.ref, message.topic, "error", response)
+
+    def handle(self, message: Message) -> None:
+        """Handle one decoded message from the client."""
         if message.topic == codec.PHOENIX_TOPIC and message.event == codec.HEARTBEAT:
             self._reply(None, message.ref, codec.PHOENIX_TOPIC, "ok", {})
         elif message.event == codec.PHX_JOIN:

@@ -22,7 +22,7 @@ from switchboard.actors.token_bucket import TokenBucket
 from switchboard.channels.channel import SocketInfo
 from switchboard.server import telemetry
 from switchboard.server.channel_server import ChannelServer
-from switchboard.server.codec import Frame
+from switchboard.server.codec import PHX_JOIN, Frame
 from switchboard.server.errors import ProtocolError
 from switchboard.server.outbox import Outbox
 from switchboard.server.protocol import JoinRequested, LeaveRequested, PushReceived, SocketProtocol
@@ -121,7 +121,7 @@ class SocketServer:
         self.outbox = Outbox(
             connection.send,
             settings.outbox_limit,
-            self._overflowed,
+            self.slow_consumer,
             self._send_failed,
             connection.try_write,
         )
@@ -152,70 +152,80 @@ class SocketServer:
     # -- inbound ---------------------------------------------------------------------------
 
     def receive(self, data: Frame) -> None:
+        """A frame from the client. Every frame counts toward the socket's rate limits, joins
+        against the join rate, all others (heartbeats, leaves, pushes to any topic) against
+        the push rate; one over the limit gets an error reply and nothing else."""
         if self.closed:
             return
         self.last_seen = now = time.monotonic()
         self.counters.messages_in += 1
         self.received += 1
+        protocol = self.protocol
         try:
-            self.protocol.receive(data)
+            message = protocol.decode(data)
         except ProtocolError as exc:
             logger.warning("closing socket %s: %s", self.info.id, exc)
             self.flush()
             self.close(exc.code, exc.reason)
             return
-        for event in self.protocol.events_received():
+        if self._limited(message.event == PHX_JOIN, now):
+            protocol.refuse(message, RATE_LIMITED)
+            self.flush()
+            self._flooding()
+            return
+        protocol.handle(message)
+        for event in protocol.events_received():
             if type(event) is PushReceived:
-                message = event.message
-                channel = self.channels.get(message.topic)
-                if channel is None:
-                    continue
-                if self._push_bucket is not None and self._push_bucket.take(now):
-                    self.counters.count_rate_limited("push", self.info.id)
-                    self.protocol.reply(
-                        message.topic, channel.join_ref, message.ref, "error", RATE_LIMITED
-                    )
-                    if self._flooding():
-                        return
-                    continue
-                self._rejected_in_a_row = 0
-                channel.post_in(message)
+                channel = self.channels.get(event.message.topic)
+                if channel is not None:
+                    channel.post_in(event.message)
             elif type(event) is JoinRequested:
-                if self._join_bucket is not None and self._join_bucket.take(now):
-                    self.counters.count_rate_limited("join", self.info.id)
-                    self._refuse_join(event)
-                    if self._flooding():
-                        return
-                    continue
                 self._join(event)
             elif type(event) is LeaveRequested:
                 channel = self.channels.get(event.topic)
                 if channel is not None:
                     channel.post_leave(event.ref)
                 else:
-                    self.protocol.left(event.topic, event.join_ref, event.ref)
+                    protocol.left(event.topic, event.join_ref, event.ref)
         self.flush()
 
-    def _flooding(self) -> bool:
-        """Count a rate-limited message; close the socket if it keeps flooding."""
-        self._rejected_in_a_row += 1
-        if self._rejected_in_a_row < self.node.settings.flood_disconnect:
+    def ping_received(self, unsent: int) -> bool:
+        """A WebSocket ping from the client: it counts like any frame. True if it may be
+        answered, given that ``unsent`` bytes (the pong included) would then wait for the
+        client; False if it is over the rate, or the client does not read its pongs."""
+        if self.closed:
             return False
+        self.last_seen = now = time.monotonic()
+        self.counters.messages_in += 1
+        self.received += 1
+        if self._limited(False, now):
+            self._flooding()
+            return False
+        if unsent + self.outbox.queued_bytes > self.outbox.limit:
+            self.slow_consumer()
+            return False
+        return True
+
+    def _limited(self, join: bool, now: float) -> bool:
+        """Take a token for a frame; True if it is over the rate (and counted as such)."""
+        bucket = self._join_bucket if join else self._push_bucket
+        if bucket is None or not bucket.take(now):
+            self._rejected_in_a_row = 0
+            return False
+        self.counters.count_rate_limited("join" if join else "push", self.info.id)
+        self._rejected_in_a_row += 1
+        return True
+
+    def _flooding(self) -> None:
+        """Close the socket if it keeps sending over the rate."""
+        if self._rejected_in_a_row < self.node.settings.flood_disconnect:
+            return
         logger.warning(
             "closing socket %s: still flooding after %d rate-limited messages",
             self.info.id,
             self._rejected_in_a_row,
         )
-        self.flush()
         self.close(POLICY_VIOLATION, "rate limited")
-        return True
-
-    def _refuse_join(self, event: JoinRequested) -> None:
-        if event.replaces is not None:
-            old = self.channels.pop(event.topic, None)
-            if old is not None:
-                old.shutdown("duplicate_join")
-        self.protocol.join_failed(event.topic, event.join_ref, event.ref, RATE_LIMITED)
 
     def _join(self, event: JoinRequested) -> None:
         if event.replaces is not None:
@@ -246,9 +256,11 @@ class SocketServer:
             for frame in frames:
                 self.outbox.put(frame)
 
-    def _overflowed(self) -> None:
-        """The outbox is over its limit (and has dropped its queue): reset the connection,
-        since a client that does not read would never get a close frame either."""
+    def slow_consumer(self) -> None:
+        """The client does not take what we write (the outbox, or pongs, are over the outbox
+        limit): reset the connection, since such a client would never get a close frame
+        either."""
+        self.outbox.close()
         logger.warning(
             "closing socket %s: slow consumer, outbound queue over %d bytes",
             self.info.id,

@@ -252,7 +252,7 @@ async def serve_socket(
 
 
 async def _receive_directly(protocol: Any, socket: SocketServer) -> None:
-    reader = direct.DirectReader(protocol, socket.receive)
+    reader = direct.DirectReader(protocol, socket.receive, socket.ping_received)
     reader.install()
     await reader.ended
     if reader.error is not None:

@@ -78,6 +78,19 @@ class FakeConn:
     def __init__(self) -> None:
         self.state = State.OPEN
         self.extensions: list[Any] = []
+        self.writes: list[bytes] = []
+
+    def data_to_send(self) -> list[bytes]:
+        writes, self.writes = self.writes, []
+        return writes
+
+
+CLOSE_REPLY = bytes((0x88, 2)) + (1000).to_bytes(2, "big")
+
+
+def pong(payload: bytes) -> bytes:
+    """The pong frame websockets queues for a ping carrying ``payload``."""
+    return bytes((0x8A, len(payload))) + payload
 
 
 class FakeProtocol:
@@ -93,6 +106,25 @@ class FakeProtocol:
         self.conn = FakeConn()
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.read_paused = False
+
+    def handle_ping(self) -> None:
+        """uvicorn's own: write the pong websockets queued."""
+        self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def read_arrives(self, *frames: bytes) -> None:
+        """What uvicorn does with a read holding pings (and maybe a close frame): websockets
+        parses it all and queues a pong for each ping (and its reply to the close), then
+        uvicorn calls handle_ping once per ping, then writes the close reply."""
+        pings = 0
+        for payload in frames:
+            if payload == b"close":
+                self.conn.writes.append(CLOSE_REPLY)
+            else:
+                self.conn.writes.append(pong(payload))
+                pings += 1
+        for _ in range(pings):
+            self.handle_ping()
+        self.transport.write(b"".join(self.conn.data_to_send()))  # handle_close's write
 
     def frame_arrives(self, text: str) -> None:
         """What uvicorn does with a text frame its parser produced."""
@@ -169,9 +201,9 @@ def test_reading_needs_the_queue_and_the_pause_flag_but_allows_compression() -> 
         assert refusal(protocol, reading=True) is None
         protocol.conn.extensions = ["permessage-deflate"]
         assert refusal(protocol, reading=True) is None
-        for attribute in ("queue", "read_paused"):
+        for attribute in ("queue", "read_paused", "handle_ping"):
             broken = FakeProtocol()
-            delattr(broken, attribute)
+            setattr(broken, attribute, None)
             assert attribute in str(refusal(broken, reading=True))
 
     run(scenario)
@@ -269,5 +301,26 @@ def test_a_close_sent_while_handling_a_frame_leaves_reading_on() -> None:
         DirectReader(protocol, receive).install()
         protocol.frame_arrives("bad")
         assert not protocol.transport.paused
+
+    run(scenario)
+
+
+def test_each_ping_of_a_read_is_answered_only_if_the_socket_allows_it() -> None:
+    async def scenario() -> None:
+        protocol = FakeProtocol()
+        asked: list[int] = []
+        allow = [True, False, True]
+
+        def on_ping(unsent: int) -> bool:
+            asked.append(unsent)
+            return allow.pop(0)
+
+        DirectReader(protocol, lambda data: None, on_ping).install()
+        protocol.read_arrives(b"a", b"bb", b"ccc", b"close")
+        # the socket is told of each ping in turn, with what would then wait (the buffer
+        # of this fake stays empty: its writes are never pending)
+        assert asked == [len(pong(b"a")), len(pong(b"bb")), len(pong(b"ccc"))]
+        written = [data for data in protocol.transport.written if data]
+        assert written == [pong(b"a"), pong(b"ccc"), CLOSE_REPLY]
 
     run(scenario)

@@ -5,21 +5,14 @@ from uvicorn's parser and written to its transport) and the ASGI path they fall 
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
 from tests.server.nodes import node
 from tests.server.wire import open_peer, run
 from tests.support.processes import ServerProcess
+from tests.support.raw import RawClient
 
 WAIT = 5.0
 
@@ -29,48 +22,6 @@ def path(request: pytest.FixtureRequest) -> Iterator[tuple[str, ServerProcess]]:
     env = {"SWITCHBOARD_DIRECT_IO": "on" if request.param == "direct" else "off"}
     with node(env) as running:
         yield request.param, running
-
-
-class RawClient:
-    """A WebSocket client on a plain socket: it sends whatever bytes it is told, when told.
-
-    (It sends no frame along with the upgrade request: uvicorn drops bytes that follow the
-    request in the same read.)"""
-
-    def __init__(self, url: str) -> None:
-        self.protocol = ClientProtocol(parse_uri(url))
-        uri = self.protocol.uri
-        self.sock = socket.create_connection((uri.host, uri.port), timeout=WAIT)
-        self.protocol.send_request(self.protocol.connect())
-        self.sock.sendall(b"".join(self.protocol.data_to_send()))
-        self.outgoing = b""
-        self.frames: list[Any] = []
-        self.read_until(0)
-
-    def queue_text(self, frame: list[Any]) -> None:
-        """Add a frame to what goes out with the next :meth:`send_all`."""
-        data = json.dumps(frame).encode()
-        self.outgoing += Frame(Opcode.TEXT, data).serialize(mask=True, extensions=[])
-
-    def send_all(self) -> None:
-        self.sock.sendall(self.outgoing)
-        self.outgoing = b""
-
-    def read_until(self, count: int) -> list[Any]:
-        """Read until ``count`` text frames came (the handshake response is checked)."""
-        while len(self.frames) < count or self.protocol.state is State.CONNECTING:
-            data = self.sock.recv(65536)
-            assert data, f"connection closed after {len(self.frames)} frames"
-            self.protocol.receive_data(data)
-            for event in self.protocol.events_received():
-                if isinstance(event, Response):
-                    assert event.status_code == 101, event
-                elif event.opcode is Opcode.TEXT:
-                    self.frames.append(json.loads(event.data))
-        return self.frames
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_the_node_logs_once_which_io_path_it_takes(path: tuple[str, ServerProcess]) -> None:
@@ -94,12 +45,9 @@ def test_a_burst_of_frames_in_one_write_is_answered_in_order(
     _, server = path
     client = RawClient(server.socket_url("burst"))
     try:
-        client.queue_text(["1", "1", "room:burst", "phx_join", {}])
-        client.send_all()
+        client.send(["1", "1", "room:burst", "phx_join", {}])
         client.read_until(1)
-        for n in range(2, 1002):
-            client.queue_text(["1", str(n), "room:burst", "ping", {"n": n}])
-        client.send_all()
+        client.send(*(["1", str(n), "room:burst", "ping", {"n": n}] for n in range(2, 1002)))
         frames = client.read_until(1001)
     finally:
         client.close()

@@ -510,3 +510,30 @@ def test_version_2_is_accepted(vsn: str) -> None:
 def test_other_versions_and_a_missing_version_are_refused(vsn: str | None) -> None:
     with pytest.raises(UnsupportedVersion):
         negotiate_version(vsn)
+
+
+# --- refusing (the driver's rate limits)
+
+LIMITED = {"reason": "rate_limited"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "reply"),
+    [
+        ([None, "7", "phoenix", "heartbeat", {}], [None, "7", "phoenix", "phx_reply"]),
+        (["7", "7", "room:new", "phx_join", {}], ["7", "7", "room:new", "phx_reply"]),
+        ([None, "7", "room:new", "phx_join", {}], ["7", "7", "room:new", "phx_reply"]),
+        (["1", "7", "room:a", "ping", {}], ["1", "7", "room:a", "phx_reply"]),
+        ([None, "7", "nowhere", "ping", {}], [None, "7", "nowhere", "phx_reply"]),
+        (["1", "7", "room:a", "phx_leave", {}], ["1", "7", "room:a", "phx_reply"]),
+    ],
+)
+def test_a_refused_message_gets_an_error_reply_and_changes_nothing(
+    frame: list[Any], reply: list[Any]
+) -> None:
+    protocol = make()
+    joined(protocol, "room:a", "1")
+    protocol.refuse(protocol.decode(json.dumps(frame)), LIMITED)
+    assert frames(protocol) == [[*reply, {"status": "error", "response": LIMITED}]]
+    assert protocol.events_received() == []
+    assert protocol.joined_topics() == {"room:a": "1"}
