@@ -382,8 +382,10 @@ function createChart(spec) {
   graph.dataset.points = "0";
 
   let drawn = null; // {from, width, lines: [[values]]}
+  let pointerX = null; // where the pointer is over the plot, while it is
 
   function showTooltip(clientX) {
+    pointerX = clientX;
     if (!drawn) return;
     const box = graph.getBoundingClientRect();
     const ratio = Math.min(1, Math.max(0, (clientX - box.left) / box.width));
@@ -422,6 +424,7 @@ function createChart(spec) {
   }
 
   function hideTooltip() {
+    pointerX = null;
     tooltip.hidden = true;
     cursor.setAttribute("visibility", "hidden");
   }
@@ -502,7 +505,7 @@ function createChart(spec) {
         }),
       );
       drawn = { from, width, lines };
-      if (!tooltip.hidden && tooltip.dataset.index) showTooltip(0); // keep it honest
+      if (pointerX !== null) showTooltip(pointerX); // the values under the pointer, redrawn
       return span;
     },
   };
