@@ -163,6 +163,16 @@ def broadcast_problems(topic: object, event: object, payload: object) -> list[st
     return problems
 
 
+#: How every text broadcast frame starts (no join_ref, no ref).
+BROADCAST_HEAD = "[null,null,"
+
+
+def with_ref(frame: str, ref: str) -> str:
+    """A text broadcast frame with ``ref`` (a history position) as its ref:
+    ``[null, "<ref>", topic, event, payload]``. ``ref`` must need no JSON escaping."""
+    return f'[null,"{ref}",{frame[len(BROADCAST_HEAD) :]}'
+
+
 def decode_broadcast(frame: Frame) -> tuple[str, str, Payload]:
     """Inverse of :func:`encode_broadcast`, for intercepting channels and remote nodes."""
     if isinstance(frame, bytes):

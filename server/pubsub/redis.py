@@ -12,6 +12,14 @@ Envelope
     not separators, so an event name may hold any character. Redis echoes a node's own
     publications back to it; the node id lets it drop them (the core delivered locally).
 
+History (see :mod:`.redis_history`)
+    A broadcast on a history topic is not PUBLISHed by the node but handed to a script
+    that appends it to the topic's stream and PUBLISHes it with its position, atomically:
+    so the order of positions is the order in which every node receives them, whichever
+    node published. Kind ``h``: ``h | len(node) | len(event) | node | event | tag:8 |
+    offset SP epoch LF | frame``. Its echo is *not* dropped: the publishing node delivers
+    its own history broadcasts when they come back, in their place in the order.
+
 Tasks
     The publisher drains a bounded queue and sends what it finds in one pipeline. The
     listener owns the subscriber connection; on any error it reports the backend
@@ -21,10 +29,19 @@ Tasks
     :attr:`RedisBackend.dropped`: local fan-out has already happened, and a real-time
     message delivered minutes late is worth less than the memory it would hold.
 
-Beyond :class:`~server.pubsub.base.Backend`: ``add_status_listener``,
-``add_reconnect_listener``, ``settled()`` (wait until Redis confirmed the subscriptions
-made so far), and counters (``published``, ``received``, ``dropped``, ``malformed``,
-``reconnects``, ``queued``) for metrics.
+    Broadcasts on history topics are the exception (buffer-and-write-later): while Redis
+    is unreachable they wait in the same bounded queue, in order, and are written once it
+    is back, so clients get them late but get them (and can recover them). A write that
+    failed is retried; the script skips one it has already applied (each carries this
+    node's sequence number), so a retry never writes it twice. Only when the queue is full
+    is a history broadcast refused (``publish_history`` returns False and the publisher
+    is told).
+
+``subscribe`` returns a future that is done once Redis confirmed the SUBSCRIBE (a PING
+sent after it was answered). Beyond :class:`~server.pubsub.base.Backend`:
+``add_status_listener``, ``add_reconnect_listener``, ``settled()`` (wait until Redis
+confirmed the subscriptions made so far), and counters (``published``, ``received``,
+``dropped``, ``malformed``, ``reconnects``, ``queued``) for metrics.
 """
 
 from __future__ import annotations
@@ -34,7 +51,9 @@ import itertools
 import logging
 import random
 import re
+import secrets
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -42,22 +61,37 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
 from switchboard.server.codec import Frame
-from switchboard.server.pubsub.base import Backend, BackendStatus, Deliver
+from switchboard.server.pubsub import redis_history
+from switchboard.server.pubsub.base import (
+    Backend,
+    BackendStatus,
+    Deliver,
+    DeliverHistory,
+    Unavailable,
+    _ignore_history,
+)
+from switchboard.server.pubsub.history import HistoryLimits, HistoryRead, Position
 
 logger = logging.getLogger("switchboard.pubsub")
 
 #: Redis channel of topic T: ``<prefix>T``.
 DEFAULT_PREFIX = "sb:t:"
 _HEADER = struct.Struct("!cBI")
-_TEXT, _BINARY = b"t", b"b"
+_TEXT, _BINARY, _HISTORY = b"t", b"b", b"h"
+_HISTORY_CODE = _HISTORY[0]
+_TAG = struct.Struct("!Q")
 _MESSAGE = b"message"
 _ALIVE = b"sb:alive"
 _CHUNK = 1000  # channels per SUBSCRIBE / UNSUBSCRIBE command
 
 StatusListener = Callable[[BackendStatus], None]
 ReconnectListener = Callable[[], None]
+#: A broadcast waiting to go out: (topic, event, frame, seq, tag); seq 0: a plain PUBLISH,
+#: else a history write with this node's sequence number.
+_Item = tuple[str, str, Frame, int, int]
 
 
 class MalformedEnvelope(ValueError):
@@ -77,6 +111,39 @@ def decode_envelope(data: bytes) -> tuple[bytes, str, Frame]:
     """``(node, event, frame)``; the frame has the type it was published with."""
     node, event_start = _origin(data)
     return (node, *_event_and_frame(data, event_start))
+
+
+def encode_history_head(node: bytes, event: str, tag: int) -> bytes:
+    """The start of a history envelope; the script appends the position and the frame."""
+    event_bytes = event.encode()
+    head = _HEADER.pack(_HISTORY, len(node), len(event_bytes))
+    return b"".join((head, node, event_bytes, _TAG.pack(tag)))
+
+
+def decode_history_envelope(data: bytes) -> tuple[bytes, str, int, Position, str]:
+    """``(node, event, tag, position, frame)`` of a history envelope."""
+    node, event_start = _origin(data)
+    if data[:1] != _HISTORY:
+        raise MalformedEnvelope("not a history envelope")
+    return (node, *_history_fields(data, event_start))
+
+
+def _history_fields(data: bytes, event_start: int) -> tuple[str, int, Position, str]:
+    _, _, event_length = _HEADER.unpack_from(data)
+    tag_start = event_start + event_length
+    position_start = tag_start + _TAG.size
+    newline = data.find(b"\n", position_start, position_start + 96)
+    if newline < 0:
+        raise MalformedEnvelope("history envelope without a position")
+    offset, _, epoch = data[position_start:newline].partition(b" ")
+    try:
+        position = Position(epoch.decode("ascii"), int(offset))
+        event = data[event_start:tag_start].decode()
+        frame = data[newline + 1 :].decode()
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedEnvelope(f"bad history envelope: {exc}") from None
+    (tag,) = _TAG.unpack_from(data, tag_start)
+    return event, tag, position, frame
 
 
 def _origin(data: bytes) -> tuple[bytes, int]:
@@ -133,9 +200,12 @@ class RedisBackend(Backend):
         ping_interval: float = 5.0,
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
+        history: HistoryLimits | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
+        self.queue_size = queue_size
+        self.limits = history or HistoryLimits()
         self.batch_size = batch_size
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -150,7 +220,15 @@ class RedisBackend(Backend):
 
         self._node = b""
         self._deliver: Deliver | None = None
-        self._queue: asyncio.Queue[tuple[str, str, Frame]] = asyncio.Queue(queue_size)
+        self._deliver_history: DeliverHistory = _ignore_history
+        self._pending: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._up = asyncio.Event()  # set while connected
+        self._sequence = itertools.count(1)  # of this node's history writes
+        self._epoch_base = "r" + secrets.token_hex(4)
+        self._epochs = itertools.count(1)
+        self._keys = redis_history.Keys(prefix)
+        self._read_script: Any = None
         self._wanted: dict[bytes, str] = {}  # Redis channel -> topic
         self._applied: set[bytes] = set()  # channels subscribed on the current connection
         self._changed = asyncio.Event()
@@ -168,7 +246,9 @@ class RedisBackend(Backend):
 
     # -- Backend ---------------------------------------------------------------------------
 
-    async def start(self, node: str, deliver: Deliver) -> None:
+    async def start(
+        self, node: str, deliver: Deliver, deliver_history: DeliverHistory = _ignore_history
+    ) -> None:
         if self._tasks:
             raise RuntimeError("RedisBackend.start() called twice; stop() it first")
         node_bytes = node.encode()
@@ -176,9 +256,11 @@ class RedisBackend(Backend):
             raise RuntimeError(f"node id must be 1 to 255 bytes of UTF-8, got {node!r}")
         self._node = node_bytes
         self._deliver = deliver
+        self._deliver_history = deliver_history
         name = "switchboard-" + re.sub(r"[^\w.:-]", "_", node)
         self._publisher_client = self._client(name)
         self._listener_client = self._client(name)
+        self._read_script = self._publisher_client.register_script(redis_history.READ)
         loop = asyncio.get_running_loop()
         first_attempt: asyncio.Future[None] = loop.create_future()
         listener = loop.create_task(self._listen(first_attempt), name=f"redis-listener {node}")
@@ -198,8 +280,7 @@ class RedisBackend(Backend):
         for future in self._settle_waiting + [f for fs in self._settle_sent.values() for f in fs]:
             future.cancel()
         self._settle_waiting, self._settle_sent = [], {}
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._pending.clear()
         for client in (self._publisher_client, self._listener_client):
             if client is not None:
                 await client.aclose()
@@ -208,22 +289,52 @@ class RedisBackend(Backend):
         if tasks:
             self._set_status(BackendStatus(False, "stopped"))
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: str) -> asyncio.Future[None] | None:
         self._wanted[self._channel(topic)] = topic
         self._changed.set()
+        if not self._tasks:
+            return None
+        confirmed = asyncio.get_running_loop().create_future()
+        self._settle_waiting.append(confirmed)
+        return confirmed
 
     def unsubscribe(self, topic: str) -> None:
         self._wanted.pop(self._channel(topic), None)
         self._changed.set()
 
     def publish(self, topic: str, event: str, frame: Frame) -> None:
-        if not self._status.connected:
+        if not self._status.connected or len(self._pending) >= self.queue_size:
             self.dropped += 1
             return
+        self._pending.append((topic, event, frame, 0, 0))
+        self._wakeup.set()
+
+    def publish_history(self, topic: str, event: str, frame: str, tag: int) -> bool:
+        if len(self._pending) >= self.queue_size:
+            return False
+        self._pending.append((topic, event, frame, next(self._sequence), tag))
+        self._wakeup.set()
+        return True
+
+    async def history(
+        self, topic: str, since: Position | None, upto: int | None = None
+    ) -> HistoryRead:
+        if not self._status.connected or self._read_script is None:
+            raise Unavailable(f"Redis unavailable: {self._status.reason}")
+        keys = self._keys
+        args = [
+            "" if since is None else since.epoch,
+            0 if since is None else since.offset,
+            "" if upto is None else upto,
+            redis_history.meta_ttl(self.limits),
+            self._new_epoch(),
+        ]
         try:
-            self._queue.put_nowait((topic, event, frame))
-        except asyncio.QueueFull:
-            self.dropped += 1
+            async with asyncio.timeout(self.command_timeout):
+                reply = await self._read_script(keys=[keys.log(topic), keys.meta(topic)], args=args)
+        except Exception as exc:
+            raise Unavailable(f"reading the history of {topic} failed: {_describe(exc)}") from exc
+        return redis_history.parse_read(reply, since, upto, self.limits.max_bytes)
 
     @property
     def status(self) -> BackendStatus:
@@ -258,7 +369,7 @@ class RedisBackend(Backend):
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -281,8 +392,15 @@ class RedisBackend(Backend):
     def _channel(self, topic: str) -> bytes:
         return (self.prefix + topic).encode()
 
+    def _new_epoch(self) -> str:
+        return f"{self._epoch_base}{next(self._epochs):x}"
+
     def _set_status(self, status: BackendStatus) -> None:
         before, self._status = self._status, status
+        if status.connected:
+            self._up.set()
+        else:
+            self._up.clear()
         if before.connected == status.connected:
             return
         for listener in list(self._status_listeners):
@@ -408,6 +526,16 @@ class RedisBackend(Backend):
             return  # unsubscribed since; Redis has not processed the UNSUBSCRIBE yet
         try:
             node, event_start = _origin(data)
+            if data[0] == _HISTORY_CODE:
+                event, tag, position, text = _history_fields(data, event_start)
+                self.received += 1
+                try:
+                    self._deliver_history(
+                        topic, event, text, position, tag if node == self._node else 0
+                    )
+                except Exception:
+                    logger.exception("delivering a history broadcast on %s failed", topic)
+                return
             if node == self._node:
                 return
             event, frame = _event_and_frame(data, event_start)
@@ -482,50 +610,108 @@ class RedisBackend(Backend):
     # publisher -----------------------------------------------------------------------------
 
     async def _publish_batches(self) -> None:
-        queue = self._queue
+        pending = self._pending
         failing = False
+        delays = backoff_delays(self.backoff_initial, self.backoff_max)
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
+            if not pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if not self._status.connected:
+                self._drop_plain()
+                await self._up.wait()
+                continue
+            batch = [pending.popleft() for _ in range(min(len(pending), self.batch_size))]
             try:
                 await self._send(batch)
             except Exception as exc:
-                self.dropped += len(batch)
+                kept = [item for item in batch if item[3]]  # history writes wait, in order
+                self.dropped += len(batch) - len(kept)
+                pending.extendleft(reversed(kept))
                 if not failing:
                     logger.warning(
-                        "pub/sub publish failed, dropping broadcasts until it works: %s",
+                        "pub/sub publish failed, dropping broadcasts (history ones wait) "
+                        "until it works: %s",
                         _describe(exc),
                     )
                 failing = True
                 self._reset_publisher = True
+                if kept:
+                    await asyncio.sleep(next(delays))
             else:
                 failing = False
+                delays = backoff_delays(self.backoff_initial, self.backoff_max)
 
-    async def _send(self, batch: list[tuple[str, str, Frame]]) -> None:
+    def _drop_plain(self) -> None:
+        """Disconnected: plain broadcasts are dropped, history writes keep their place."""
+        kept = [item for item in self._pending if item[3]]
+        self.dropped += len(self._pending) - len(kept)
+        self._pending.clear()
+        self._pending.extend(kept)
+
+    async def _send(self, batch: list[_Item]) -> None:
         client = self._publisher_client
         assert client is not None
         if self._reset_publisher:
             self._reset_publisher = False
             await client.connection_pool.disconnect()
-        messages: list[tuple[bytes, bytes]] = []
-        for topic, event, frame in batch:
+        commands: list[tuple[Any, ...]] = []
+        for topic, event, frame, seq, tag in batch:
             try:
-                messages.append((self._channel(topic), encode_envelope(self._node, event, frame)))
+                if seq:
+                    commands.append(self._history_write(topic, event, frame, seq, tag))
+                else:
+                    envelope = encode_envelope(self._node, event, frame)
+                    commands.append(("PUBLISH", self._channel(topic), envelope))
             except (UnicodeEncodeError, struct.error) as exc:
                 self.dropped += 1
                 logger.warning("cannot publish on %s %s: %s", topic, event, exc)
-        if not messages:
+        if not commands:
             return
         async with asyncio.timeout(self.command_timeout):
-            if len(messages) == 1:
-                await client.publish(*messages[0])
+            if len(commands) == 1 and commands[0][0] == "PUBLISH":
+                await client.execute_command(*commands[0])
                 self.published += 1
                 return
-            async with client.pipeline(transaction=False) as pipeline:
-                for channel, data in messages:
-                    pipeline.publish(channel, data)
-                results = await pipeline.execute(raise_on_error=False)
-        failed = sum(isinstance(result, Exception) for result in results)
-        self.published += len(messages) - failed
-        self.dropped += failed
+            results = await self._pipeline(client, commands)
+            missing = [
+                c for c, r in zip(commands, results, strict=True) if isinstance(r, NoScriptError)
+            ]
+            if missing:  # Redis restarted or flushed its scripts: load it, write those again
+                await client.script_load(redis_history.WRITE)
+                results = [r for r in results if not isinstance(r, NoScriptError)]
+                results += await self._pipeline(client, missing)
+        failed = [result for result in results if isinstance(result, Exception)]
+        self.published += len(results) - len(failed)
+        self.dropped += len(failed)
+        if failed:
+            logger.warning("Redis refused %d broadcasts: %s", len(failed), failed[0])
+
+    async def _pipeline(self, client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipeline:
+            for command in commands:
+                pipeline.execute_command(*command)
+            return list(await pipeline.execute(raise_on_error=False))
+
+    def _history_write(
+        self, topic: str, event: str, frame: Frame, seq: int, tag: int
+    ) -> tuple[Any, ...]:
+        keys, limits = self._keys, self.limits
+        return (
+            "EVALSHA",
+            redis_history.WRITE_SHA,
+            3,
+            keys.log(topic),
+            keys.meta(topic),
+            keys.node(self._node),
+            self._channel(topic),
+            encode_history_head(self._node, event, tag),
+            event,
+            frame,
+            seq,
+            limits.size,
+            redis_history.ttl(limits),
+            redis_history.meta_ttl(limits),
+            self._new_epoch(),
+        )

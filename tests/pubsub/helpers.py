@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, TypeVar
 
 from switchboard.server.codec import Frame
-from switchboard.server.pubsub import Backend, PubSub
+from switchboard.server.pubsub import Backend, Joined, Position, PubSub
 
 WAIT = 5.0  # seconds; every wait is on an event, this only bounds a failure
 FENCE_TOPIC = "test:fence"
@@ -66,15 +67,65 @@ class Recorder(Log[tuple[str, Frame]]):
         return [frame for _, frame in self.items]
 
 
+HISTORY_PREFIX = "h:"
+
+
+def history_topics(topic: str) -> bool:
+    """In these tests, topics starting with ``h:`` keep history."""
+    return topic.startswith(HISTORY_PREFIX)
+
+
+class Member(Log[tuple[str, Frame]]):
+    """A subscriber that joins as a channel does: after :func:`join` its items are what the
+    channel's client would get, the replay first, then every delivery."""
+
+    def __init__(self, name: str = "member") -> None:
+        super().__init__(name)
+        self.joined: Joined | None = None
+        self.lost = 0
+
+    def deliver(self, event: str, frame: Frame) -> None:
+        self.append((event, frame))
+
+    def history_lost(self) -> None:
+        self.lost += 1
+
+    @property
+    def positions(self) -> list[Position]:
+        """The positions (refs) of the frames received, in order."""
+        found = []
+        for _, frame in self.items:
+            assert isinstance(frame, str), frame
+            position = Position.parse(json.loads(frame)[1])
+            assert position is not None, frame
+            found.append(position)
+        return found
+
+    @property
+    def payloads(self) -> list[object]:
+        return [json.loads(frame)[4] for _, frame in self.items]  # type: ignore[arg-type]
+
+
+async def join(node: PubSub, topic: str, member: Member, since: object = None) -> Joined:
+    joined = await node.join(topic, member, since)
+    assert joined is not None, f"{topic} is not a history topic"
+    member.joined = joined
+    member.items[:0] = joined.replay  # what arrived while the join read the history follows
+    return joined
+
+
 class Cluster:
     """``size`` nodes, each a :class:`PubSub` with a backend of its own, in this loop.
 
-    On exit the nodes are stopped and no asyncio task may be left over.
+    Topics starting with ``h:`` keep history. On exit the nodes are stopped and no asyncio
+    task may be left over.
     """
 
     def __init__(self, make_backend: Callable[[], Backend], size: int) -> None:
         run = uuid.uuid4().hex[:6]
-        self.nodes = [PubSub(make_backend(), f"node{i}-{run}") for i in range(size)]
+        self.nodes = [
+            PubSub(make_backend(), f"node{i}-{run}", history=history_topics) for i in range(size)
+        ]
         self._fences = [Recorder(f"fence@{node.node}") for node in self.nodes]
         self._rounds = itertools.count(1)
 

@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
-from collections.abc import Callable
 
 import pytest
 
 from switchboard.server.codec import Frame
-from switchboard.server.pubsub import Backend, backend_from_url
-from switchboard.server.pubsub.redis import RedisBackend
+from tests.pubsub.conftest import MakeBackend
 from tests.pubsub.helpers import Cluster, Recorder, assert_no_tasks_left
-
-MakeBackend = Callable[[], Backend]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_backend(request: pytest.FixtureRequest) -> MakeBackend:
-    """Builds one backend per node; the nodes of one test can reach each other."""
-    run = uuid.uuid4().hex[:8]
-    if request.param == "memory":
-        return lambda: backend_from_url(f"memory://contract-{run}")
-    redis = request.getfixturevalue("redis_server")
-    return lambda: RedisBackend(redis.url, prefix=f"sb:test:{run}:")
 
 
 def test_a_backend_is_connected_after_start(make_backend: MakeBackend) -> None:

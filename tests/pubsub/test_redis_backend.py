@@ -7,9 +7,10 @@ import itertools
 import uuid
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from switchboard.server.pubsub import PubSub
+from switchboard.server.pubsub import HistoryLimits, PubSub, redis_history
 from switchboard.server.pubsub.redis import (
     MalformedEnvelope,
     RedisBackend,
@@ -17,7 +18,7 @@ from switchboard.server.pubsub.redis import (
     decode_envelope,
     encode_envelope,
 )
-from tests.pubsub.helpers import Cluster, Log, Recorder
+from tests.pubsub.helpers import Cluster, Log, Member, Recorder, join
 from tests.support.redis import RedisProcess
 
 
@@ -160,5 +161,83 @@ def test_settled_waits_for_redis_to_confirm_subscriptions(redis_server: RedisPro
             channels = await admin.pubsub_channels(f"{backend.prefix}*")
         assert channels == [f"{backend.prefix}room:1".encode()]
         await backend.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_join_returns_only_once_redis_delivers_the_topic_to_this_node(
+    redis_server: RedisProcess,
+) -> None:
+    """Right after each first join of a topic returns, another process PUBLISHes on it
+    (a blocking client, so this node's loop cannot slip a SUBSCRIBE in between): every
+    broadcast arrives."""
+
+    async def scenario() -> None:
+        prefix = f"sb:join:{uuid.uuid4().hex[:8]}:"
+        async with Cluster(lambda: RedisBackend(redis_server.url, prefix=prefix), 1) as nodes:
+            (node,) = nodes.nodes
+            other_process = SyncRedis.from_url(redis_server.url)
+            recorders = []
+            try:
+                for i in range(50):
+                    topic = f"room:joined:{i}"
+                    recorder = Recorder(topic)
+                    await node.join(topic, recorder)
+                    frame = f'[null,null,"{topic}","hello",{{}}]'
+                    envelope = encode_envelope(b"another-node", "hello", frame)
+                    assert other_process.publish(f"{prefix}{topic}", envelope) == 1
+                    recorders.append(recorder)
+            finally:
+                other_process.close()
+            for recorder in recorders:
+                await recorder.wait_for(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_topics_stream_holds_its_latest_size_broadcasts_and_expires_when_quiet(
+    redis_server: RedisProcess,
+) -> None:
+    async def scenario() -> None:
+        prefix = f"sb:stream:{uuid.uuid4().hex[:8]}:"
+        limits = HistoryLimits(size=3, ttl=60)
+
+        def make() -> RedisBackend:
+            return RedisBackend(redis_server.url, prefix=prefix, history=limits)
+
+        async with Cluster(make, 1) as nodes:
+            (node,) = nodes.nodes
+            member = Member()
+            await join(node, "h:room", member)
+            for n in range(10):
+                node.broadcast("h:room", "shout", {"n": n})
+            await member.wait_for(10)
+            async with Redis.from_url(redis_server.url) as admin:
+                keys = redis_history.Keys(prefix)
+                assert await admin.xlen(keys.log("h:room")) == 3
+                assert 0 < await admin.ttl(keys.log("h:room")) <= 60
+                assert 60 < await admin.ttl(keys.meta("h:room")) <= redis_history.META_TTL
+
+    asyncio.run(scenario())
+
+
+def test_a_history_write_retried_after_a_lost_reply_is_not_written_twice(
+    redis_server: RedisProcess,
+) -> None:
+    async def scenario() -> None:
+        prefix = f"sb:retry:{uuid.uuid4().hex[:8]}:"
+        async with Cluster(lambda: RedisBackend(redis_server.url, prefix=prefix), 1) as nodes:
+            (node,) = nodes.nodes
+            backend = node.backend
+            assert isinstance(backend, RedisBackend)
+            member = Member()
+            await join(node, "h:room", member)
+            batch = [("h:room", "shout", '[null,null,"h:room","shout",{}]', 1, 0)]
+            await backend._send(batch)
+            await backend._send(batch)  # as if the first reply had been lost
+            await member.wait_for(1)
+            await nodes.barrier()
+            assert len(member.items) == 1
+            assert (await node.join("h:room", Member())).position.offset == 1  # type: ignore[union-attr]
 
     asyncio.run(scenario())

@@ -43,12 +43,20 @@ def redis_server_path() -> str:
 class RedisProcess:
     """One private redis-server; ``restart`` keeps the port so clients can reconnect."""
 
-    def __init__(self, port: int, directory: Path, startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        directory: Path,
+        startup_timeout: float = 10.0,
+        persistent: bool = False,
+    ) -> None:
         if port == SYSTEM_PORT:
             raise RuntimeError("refusing to run a test redis-server on 6379 (the machine's own)")
         self.port = port
         self.directory = directory
         self.startup_timeout = startup_timeout
+        #: Keep the data across restarts (an append-only file, synced on every write).
+        self.persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,8 +90,11 @@ class RedisProcess:
                 HOST,
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "always")
+                    if self.persistent
+                    else ("--appendonly", "no")
+                ),
                 "--daemonize",
                 "no",
                 "--dir",
@@ -148,13 +159,16 @@ class RedisProcess:
         process.wait(timeout)
 
 
-def start_redis(attempts: int = 3) -> RedisProcess:
-    """Start a private redis-server on a free loopback port; returns once it answers PING."""
+def start_redis(attempts: int = 3, persistent: bool = False) -> RedisProcess:
+    """Start a private redis-server on a free loopback port; returns once it answers PING.
+
+    ``persistent`` keeps its data across :meth:`RedisProcess.restart` (else a restart
+    starts it empty, as a crash of an unpersisted Redis would)."""
     redis_server_path()  # fail early, with the message saying how to install it
     directory = Path(tempfile.mkdtemp(prefix="switchboard-redis-"))
     last_error: Exception | None = None
     for _ in range(attempts):  # another program may take the free port before redis binds it
-        redis = RedisProcess(free_port(HOST), directory)
+        redis = RedisProcess(free_port(HOST), directory, persistent=persistent)
         try:
             redis.start()
             return redis
@@ -165,8 +179,8 @@ def start_redis(attempts: int = 3) -> RedisProcess:
 
 
 @contextlib.contextmanager
-def running_redis() -> Iterator[RedisProcess]:
-    redis = start_redis()
+def running_redis(persistent: bool = False) -> Iterator[RedisProcess]:
+    redis = start_redis(persistent=persistent)
     try:
         yield redis
     finally:
