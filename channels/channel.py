@@ -20,6 +20,24 @@ What a channel can do (each a method below): ``push`` to its client, ``broadcast
 presence and read it, ``send_info`` to itself, and read and write the node's cache. It sees
 its socket as ``self.socket``: the socket's ``id`` and the ``assigns`` its ``connect`` set.
 
+History and recovery (opt-in: ``history = True``)::
+
+    A channel class with ``history = True`` keeps its topics' broadcasts (the latest
+    ``SWITCHBOARD_HISTORY_SIZE``, none older than ``SWITCHBOARD_HISTORY_TTL`` seconds) so a
+    client that dropped for a moment gets what it missed when it rejoins. Each broadcast
+    reaches the client with its position as the message's ``ref`` (phoenix.js passes it
+    to ``channel.on`` callbacks as the second argument): an opaque string, the same on
+    every node, growing within the topic. Every ok join reply carries ``"position"`` (the
+    topic's latest) and ``"recovered"``. A join whose payload has ``"since": <position>``
+    gets, after its reply, every broadcast after that position still kept, then the live
+    ones, each once and in order, and ``"recovered": true``; if ``since`` is older than
+    what is kept, from another epoch (the history was lost: Redis or the node restarted)
+    or malformed, ``"recovered": false`` and nothing is replayed: refetch your state. If
+    the server loses broadcasts it owed a joined client (it cannot fill a gap after a
+    Redis outage), the channel errors (``phx_error``) so the client rejoins and learns.
+    Binary broadcasts have no ``ref`` field in the V2 wire format: they are sent live but
+    not kept. Presence diffs are not history.
+
 Example::
 
     class RoomChannel(Channel):
@@ -117,6 +135,8 @@ class Channel:
 
     #: Broadcast events that skip the fastlane and go through ``handle_out`` per subscriber.
     intercept: ClassVar[frozenset[str]] = frozenset()
+    #: Keep this channel's broadcasts so rejoining clients recover what they missed.
+    history: ClassVar[bool] = False
 
     def __init__(self, topic: str, socket: SocketInfo, host: ChannelHost) -> None:
         self.topic = topic

@@ -1,12 +1,15 @@
 """The demo ``room:*`` channel (tests and benchmarks rely on exactly this behaviour).
 
-- join replies ok ``{}``; ``room:forbidden`` is refused with ``{"reason": "unauthorized"}``
+- join replies ok ``{"position": ..., "recovered": ...}`` (history, below);
+  ``room:forbidden`` is refused with ``{"reason": "unauthorized"}``
 - ``ping`` replies ok with the pushed payload (binary in, binary out)
 - ``shout`` broadcasts ``shout`` with the payload to every member, sender included
 - ``shout_from`` does the same without the sender
 - a JSON shout carries ``user``: the sender's authenticated user id, stamped by the server over
   whatever the client put there (everything else arrives as sent); a binary shout has no
   fields to stamp and goes out as sent
+- history: broadcasts are kept, carry their position as ``ref``, and a join with
+  ``{"since": position}`` recovers what came after it (see :class:`Channel`)
 - presence: each member is tracked under its user id with ``online_at`` (Unix time in ms, a
   number like JavaScript's ``Date.now()``); after joining, the client gets ``presence_state``
   and then ``presence_diff`` broadcasts (phoenix.js ``Presence``)
@@ -30,6 +33,8 @@ PUSH_STATE = "push_presence_state"
 
 
 class RoomChannel(Channel):
+    history = True
+
     def join(self, payload: Any) -> Any:
         if self.topic == "room:forbidden":
             return error(UNAUTHORIZED)

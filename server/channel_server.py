@@ -5,6 +5,14 @@ handled one at a time, in order. A hook runs inline (:mod:`~switchboard.server.e
 only a hook that really waits (on an actor, on I/O) gets a task, so a ``ping`` costs no task switch
 while a slow ``handle_in`` delays only its own channel, never the socket's heartbeats or
 its other channels.
+
+A join is answered ok only once the channel is really subscribed
+(:meth:`~switchboard.server.pubsub.core.PubSub.join`): broadcasts that arrive meanwhile
+are held and follow the reply. On a history topic the reply carries ``position`` and
+``recovered``, and what a ``since`` recovers is written after the reply and before what
+was held, so the client sees each broadcast once, in order. If the history cannot be
+read (pub/sub outage) the join is refused with ``{"reason": "unavailable"}`` and
+phoenix.js tries again; so is a push whose broadcast the node cannot keep.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from switchboard.actors.errors import ActorError, ActorTimeoutError
 from switchboard.channels.channel import NOREPLY, Channel, Reply, Stop
 from switchboard.server import codec, eager, logs, telemetry
 from switchboard.server.codec import Frame, Message, Payload
+from switchboard.server.pubsub import Unavailable
 
 if TYPE_CHECKING:
     from switchboard.presence.tracker import Presence
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("switchboard.channel")
 
 JOINING, JOINED, STOPPED = "joining", "joined", "stopped"
+UNAVAILABLE = {"reason": "unavailable"}
 
 
 class ChannelServer:
@@ -50,6 +60,7 @@ class ChannelServer:
         "_task",
         "tracks_presence",
         "_idle_waiter",
+        "_held",
     )
 
     def __init__(
@@ -67,6 +78,8 @@ class ChannelServer:
         self._task: asyncio.Task[None] | None = None
         self.tracks_presence = False
         self._idle_waiter: asyncio.Future[None] | None = None
+        #: While the join waits to be subscribed: broadcasts to send after its reply.
+        self._held: list[tuple[str, Frame]] | None = None
         self.channel = channel_class(topic, socket.info, self)
 
     def __repr__(self) -> str:
@@ -75,7 +88,9 @@ class ChannelServer:
     # -- the fastlane: broadcasts from pub/sub ------------------------------------------
 
     def deliver(self, event: str, frame: Frame) -> None:
-        if self._intercept and event in self._intercept:
+        if self._held is not None:
+            self._held.append((event, frame))
+        elif self._intercept and event in self._intercept:
             self._post(("out", event, frame))
         else:
             self._outbox.put(frame)
@@ -93,6 +108,11 @@ class ChannelServer:
 
     def post_info(self, message: Any) -> None:
         self._post(("info", message))
+
+    def history_lost(self) -> None:
+        """Broadcasts this channel's client should have had are gone: error the channel
+        (after whatever it is doing), so the client rejoins and learns it did not recover."""
+        self._post(("lost",))
 
     # -- the ChannelHost interface ---------------------------------------------------------
 
@@ -251,9 +271,14 @@ class ChannelServer:
             elif kind == "leave":
                 await self._stop("left")
                 self.socket.protocol.left(self.topic, self.join_ref, item[1])
+            elif kind == "lost":
+                logger.warning(
+                    "channel %s: broadcasts it was owed are lost; erroring it", self.topic
+                )
+                await self._stop("history lost", crashed=True)
         except asyncio.CancelledError:
             raise
-        except ActorError as exc:
+        except (ActorError, Unavailable) as exc:
             # Shared state is briefly out of reach: a clear error, not a crash.
             logger.warning("channel %s: %s in %s", self.topic, exc, kind)
             if kind == "in":
@@ -315,12 +340,40 @@ class ChannelServer:
             self.socket.channel_stopped(self, was_joined=False)
             protocol.join_failed(self.topic, self.join_ref, ref, result.response)
             return
-        if protocol.join_succeeded(self.topic, self.join_ref, ref, result.response):
+        since = payload.get("since") if isinstance(payload, dict) else None
+        self._held = []
+        try:
+            joined = await self.node.pubsub.join(self.topic, self, since)
+        except Unavailable as exc:
+            self._held = None
+            logger.warning("refusing a join of %s: %s", self.topic, exc)
+            self.state = STOPPED
+            self.socket.channel_stopped(self, was_joined=False)
+            protocol.join_failed(self.topic, self.join_ref, ref, UNAVAILABLE)
+            return
+        except BaseException:
+            self._held = None
+            raise
+        response = result.response
+        if joined is not None and isinstance(response, dict):
+            response = {
+                **response,
+                "position": str(joined.position),
+                "recovered": joined.recovered,
+            }
+        held, self._held = self._held, None
+        if protocol.join_succeeded(self.topic, self.join_ref, ref, response):
             self.state = JOINED
-            self.node.pubsub.subscribe(self.topic, self)
             self.socket.channel_joined(self)
+            self.socket.flush()  # the reply goes out before anything broadcast on the topic
+            if joined is not None:
+                for replayed_event, replayed in joined.replay:
+                    self.deliver(replayed_event, replayed)
+            for event, frame in held:
+                self.deliver(event, frame)
         else:
             self.state = STOPPED
+            self.node.pubsub.unsubscribe(self.topic, self)
 
     async def _after(self, result: Any, ref: str | None, where: str) -> None:
         if result is None or result is NOREPLY:
@@ -378,6 +431,7 @@ class ChannelServer:
         was_joined = self.state == JOINED
         if was_joined:
             self.node.pubsub.unsubscribe(self.topic, self)
+        # (A join still waiting to be subscribed is cancelled below; it unsubscribes itself.)
         self.state = STOPPED
         if self._mailbox:
             self._mailbox.clear()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from switchboard.server.pubsub.history import HistoryLimits
+
 DEV_SECRET = "switchboard-dev-secret-do-not-use-in-production"
 PROFILES = ("dev", "test", "prod")
 
@@ -201,6 +203,21 @@ class Settings:
         },
     )
 
+    history_size: int = field(
+        default=100,
+        metadata={
+            "env": "SWITCHBOARD_HISTORY_SIZE",
+            "help": "broadcasts kept per history topic for recovery (0 turns history off)",
+        },
+    )
+    history_ttl: float = field(
+        default=300.0,
+        metadata={
+            "env": "SWITCHBOARD_HISTORY_TTL",
+            "help": "seconds a history topic keeps a broadcast",
+        },
+    )
+
     drain_period: float = field(
         default=10.0,
         metadata={
@@ -306,6 +323,8 @@ class Settings:
         for name in ("max_channels", "outbox_limit", "user_socket_limit", "flood_disconnect"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.history_size < 0:
+            raise bad("history_size", "must be 0 (off) or more")
         for name in (
             "idle_timeout",
             "close_timeout",
@@ -314,6 +333,7 @@ class Settings:
             "actor_timeout",
             "drain_period",
             "shutdown_timeout",
+            "history_ttl",
             "slow_handle_in_ms",
         ):
             value = getattr(self, name)
@@ -337,6 +357,13 @@ class Settings:
             why = "must be 'burst,per_second' (or burst:per_second) with positive numbers"
             raise ConfigError(f"{env} {why}, got {value!r}") from None
         return burst, per_second
+
+    def history_limits(self) -> HistoryLimits | None:
+        """What each history topic keeps, or None when history is off."""
+        if self.history_size == 0:
+            return None
+        # A recovery replays at most this many bytes: half the outbox, so it always fits.
+        return HistoryLimits(self.history_size, self.history_ttl, max(1, self.outbox_limit // 2))
 
     @property
     def dev(self) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket as pysocket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import cached_property
 from typing import Any
 
@@ -58,6 +58,20 @@ def router_for(socket_class: type[Socket], profile: str) -> Router:
     return router
 
 
+def history_topics(routers: list[Router]) -> Callable[[str], bool]:
+    """Whether a topic keeps history: its channel class (the first router's that matches)
+    says so with ``history = True``."""
+
+    def keeps_history(topic: str) -> bool:
+        for router in routers:
+            channel = router.match(topic)
+            if channel is not None:
+                return channel.history
+        return False
+
+    return keeps_history
+
+
 class Endpoint:
     """A node serving ``socket``; see the module docstring."""
 
@@ -67,16 +81,21 @@ class Endpoint:
         self.settings = settings if settings is not None else Settings.from_env()
         self.socket_class = socket
         node = node_id(self.settings)
-        pubsub = PubSub(backend_from_url(self.settings.pubsub_url), node)
+        routers: dict[str, tuple[type[Socket], Router]] = {
+            SOCKET_PATH: (socket, router_for(socket, self.settings.profile)),
+            ADMIN_SOCKET_PATH: (AdminSocket, Router.of(AdminSocket.channels)),
+        }
+        limits = self.settings.history_limits()
+        pubsub = PubSub(
+            backend_from_url(self.settings.pubsub_url, limits),
+            node,
+            history=None if limits is None else history_topics([r for _, r in routers.values()]),
+        )
         self.node = Node(self.settings, pubsub, node, ActorTree(self.settings, node))
         #: Path -> endpoint of every socket this node serves: the app's and the admin one.
         self.sockets: dict[str, SocketEndpoint] = {
-            SOCKET_PATH: socket_endpoint(
-                self.node, socket, router_for(socket, self.settings.profile)
-            ),
-            ADMIN_SOCKET_PATH: socket_endpoint(
-                self.node, AdminSocket, Router.of(AdminSocket.channels)
-            ),
+            path: socket_endpoint(self.node, socket_class, router)
+            for path, (socket_class, router) in routers.items()
         }
 
     @property

@@ -20,6 +20,7 @@ from switchboard.actors.errors import ActorError
 from switchboard.server.auth import issue_token
 from switchboard.server.codec import broadcast_problems
 from switchboard.server.node import Node
+from switchboard.server.pubsub import Unavailable
 from switchboard.server.security import bearer_matches
 
 
@@ -40,7 +41,11 @@ def _unauthorized(request: Request, key: str, what: str) -> Response | None:
 
 
 async def broadcast(request: Request) -> Response:
-    """``POST /api/broadcast`` ``{"topic", "event", "payload"}`` -> 202, on every node."""
+    """``POST /api/broadcast`` ``{"topic", "event", "payload"}`` -> 202, on every node.
+
+    503 if the topic keeps history and the broadcast cannot be kept, not even buffered
+    (a long pub/sub outage filled the buffer): nothing was sent, send it again later.
+    """
     node: Node = request.app.state.node
     refusal = _unauthorized(request, node.settings.api_key, "the broadcast API")
     if refusal is not None:
@@ -49,7 +54,10 @@ async def broadcast(request: Request) -> Response:
     if isinstance(parsed, Response):
         return parsed
     topic, event, payload = parsed
-    node.pubsub.broadcast(topic, event, payload)
+    try:
+        node.pubsub.broadcast(topic, event, payload)
+    except Unavailable as exc:  # a history topic that cannot even buffer it: try again later
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse({"ok": True, "topic": topic, "event": event}, status_code=202)
 
 

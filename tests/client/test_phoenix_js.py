@@ -107,10 +107,12 @@ def test_the_auth_token_option_connects_via_the_subprotocol_and_the_server_answe
 
 
 @pytest.mark.phoenix_js("join_ok")
-def test_a_join_is_answered_ok_with_an_empty_response(scenario: ScenarioRun) -> None:
+def test_a_join_is_answered_ok_with_the_rooms_history_position_only(
+    scenario: ScenarioRun,
+) -> None:
     join = scenario.obs["join"]
     assert join["status"] == "ok"
-    assert join["response"] == {}
+    assert join["response"] == {"position": join["response"]["position"], "recovered": False}
     assert scenario.obs["state"] == "joined"
 
 
@@ -120,9 +122,9 @@ def test_the_join_frame_has_join_ref_equal_to_ref_and_the_reply_echoes_both(
 ) -> None:
     topic, join_ref = scenario.obs["topic"], scenario.obs["join"]["joinRef"]
     assert scenario.sent("a", "phx_join") == [[join_ref, join_ref, topic, "phx_join", {}]]
-    assert scenario.reply_to("a", join_ref) == [
-        [join_ref, join_ref, topic, "phx_reply", {"status": "ok", "response": {}}]
-    ]
+    (reply,) = scenario.reply_to("a", join_ref)
+    assert reply[:4] == [join_ref, join_ref, topic, "phx_reply"]
+    assert reply[4]["status"] == "ok"
 
 
 @pytest.mark.phoenix_js("ping")
@@ -195,8 +197,10 @@ def test_a_shout_reaches_every_member_including_the_sender(scenario: ScenarioRun
     topic = scenario.obs["topic"]
     shout = {"body": "hi all", "user": scenario.users["a"]}  # stamped by the server
     assert scenario.obs["shouts"] == {"a": [shout], "b": [shout]}
-    for label in ("a", "b"):
-        assert scenario.received(label, "shout") == [[None, None, topic, "shout", shout]]
+    (frame,) = scenario.received("a", "shout")
+    assert frame == [None, frame[1], topic, "shout", shout]
+    assert isinstance(frame[1], str), "a history position is a string ref"
+    assert scenario.received("b", "shout") == [frame]
 
 
 @pytest.mark.phoenix_js("shout_from")

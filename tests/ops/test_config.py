@@ -145,6 +145,8 @@ def test_a_malformed_value_gives_a_config_error_naming_the_variable(
         ("SWITCHBOARD_PORT", "70000"),
         ("SWITCHBOARD_TRUSTED_PROXIES", "not-an-address"),
         ("SWITCHBOARD_PUBSUB_URL", "ftp://example.com"),
+        ("SWITCHBOARD_HISTORY_SIZE", "-1"),
+        ("SWITCHBOARD_HISTORY_TTL", "0"),
     ],
 )
 def test_a_value_that_parses_but_cannot_work_gives_a_config_error_naming_the_variable(
@@ -153,6 +155,14 @@ def test_a_value_that_parses_but_cannot_work_gives_a_config_error_naming_the_var
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({variable: value})
     assert variable in str(refused.value)
+
+
+def test_history_keeps_100_broadcasts_for_300_s_by_default_and_size_0_turns_it_off() -> None:
+    limits = Settings.from_env({}).history_limits()
+    assert limits is not None and (limits.size, limits.ttl) == (100, 300.0)
+    # A recovery replays at most half the outbox, so the replay always fits in it.
+    assert limits.max_bytes == Settings.from_env({}).outbox_limit // 2
+    assert Settings.from_env({"SWITCHBOARD_HISTORY_SIZE": "0"}).history_limits() is None
 
 
 def test_serve_with_a_malformed_value_exits_2_with_a_message_and_no_traceback() -> None:

@@ -1,0 +1,175 @@
+"""A channel's join and pushes on a history topic, in process: one socket of a node whose
+backend the test controls (reads that wait, refusals), frames collected as sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from switchboard.channels.router import Router
+from switchboard.server.config import Settings
+from switchboard.server.demo import DemoSocket
+from switchboard.server.node import Node
+from switchboard.server.pubsub import Position, PubSub, Unavailable
+from switchboard.server.pubsub.history import HistoryRead
+from switchboard.server.pubsub.memory import MemoryBackend
+from switchboard.server.socket_server import SocketServer
+
+TOPIC = "room:lobby"
+
+
+class Harness:
+    """One node (memory backend, no actors) and sockets on it whose frames are recorded."""
+
+    def __init__(self) -> None:
+        self.backend = MemoryBackend()
+        self.pubsub = PubSub(self.backend, "node", history=lambda topic: topic.startswith("room:"))
+        settings = Settings.from_env({}, profile="test", presence=False, limits=False)
+        self.node = Node(settings, self.pubsub, "node")
+        self.router = Router.of(DemoSocket.channels)
+        self._serials = 0
+
+    async def start(self) -> None:
+        await self.pubsub.start()
+
+    def socket(self) -> tuple[SocketServer, list[Any]]:
+        sent: list[Any] = []
+
+        async def send(frame: str | bytes) -> None:
+            sent.append(json.loads(frame) if isinstance(frame, str) else frame)
+
+        self._serials += 1
+        handler = DemoSocket()
+        handler.assigns["user_id"] = f"user{self._serials}"
+        server = SocketServer(
+            self.node,
+            self.router,
+            self._serials,
+            handler,
+            f"u{self._serials}",
+            send,
+            lambda c, r: None,
+        )
+        return server, sent
+
+
+async def joined(harness: Harness) -> tuple[SocketServer, list[Any]]:
+    """A socket joined to TOPIC (join_ref "1"), its join reply received."""
+    socket, sent = harness.socket()
+    socket.receive(frame("1", "1", TOPIC, "phx_join", {}))
+    await until(lambda: len(sent) == 1)
+    return socket, sent
+
+
+def frame(*fields: Any) -> str:
+    return json.dumps(list(fields))
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+def test_what_arrives_while_a_join_reads_the_history_follows_its_reply_and_replay() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        await harness.start()
+        alice, alice_sent = await joined(harness)
+        for n in (1, 2, 3):
+            alice.receive(frame("1", str(n + 1), TOPIC, "shout", {"n": n}))
+        since = alice_sent[1][1]  # the position of shout 1
+
+        gate = asyncio.Event()
+        read = harness.backend.history
+
+        async def slow_read(
+            topic: str, since: Position | None, upto: int | None = None
+        ) -> HistoryRead:
+            await gate.wait()
+            return await read(topic, since, upto)
+
+        harness.backend.history = slow_read  # type: ignore[method-assign]
+        bob, bob_sent = harness.socket()
+        bob.receive(frame("7", "7", TOPIC, "phx_join", {"since": since}))
+        await asyncio.sleep(0.01)
+        alice.receive(frame("1", "9", TOPIC, "shout", {"n": 4}))  # lands while bob's join reads
+        assert bob_sent == []
+        gate.set()
+        await until(lambda: len(bob_sent) == 4)
+        reply, *shouts = bob_sent
+        assert reply[3] == "phx_reply" and reply[4]["response"]["recovered"] is True
+        assert [s[4] for s in shouts] == [{"n": 2}, {"n": 3}, {"n": 4}]
+        assert shouts == alice_sent[2:]
+
+    asyncio.run(scenario())
+
+
+def test_a_push_whose_broadcast_cannot_be_kept_gets_an_error_reply_and_the_channel_lives() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        await harness.start()
+        alice, sent = await joined(harness)
+        harness.backend.publish_history = lambda *args: False  # type: ignore[method-assign]
+        alice.receive(frame("1", "2", TOPIC, "shout", {"n": 1}))
+        assert sent[-1] == [
+            "1",
+            "2",
+            TOPIC,
+            "phx_reply",
+            {"status": "error", "response": {"reason": "unavailable"}},
+        ]
+        alice.receive(frame("1", "3", TOPIC, "ping", {"still": "here"}))
+        assert sent[-1][4] == {"status": "ok", "response": {"still": "here"}}
+
+    asyncio.run(scenario())
+
+
+def test_a_join_whose_history_cannot_be_read_is_refused_as_unavailable_and_leaves_no_trace() -> (
+    None
+):
+    async def scenario() -> None:
+        harness = Harness()
+        await harness.start()
+
+        async def down(*args: object) -> HistoryRead:
+            raise Unavailable("Redis unavailable: test")
+
+        harness.backend.history = down  # type: ignore[method-assign]
+        alice, sent = await joined(harness)
+        assert sent == [
+            [
+                "1",
+                "1",
+                TOPIC,
+                "phx_reply",
+                {"status": "error", "response": {"reason": "unavailable"}},
+            ]
+        ]
+        assert TOPIC not in harness.pubsub.topics() and alice.channels == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_channel_owed_broadcasts_that_are_lost_errors_so_its_client_rejoins() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        await harness.start()
+        alice, sent = await joined(harness)
+        harness.pubsub.history_lost(TOPIC)
+        assert sent[-1] == ["1", "1", TOPIC, "phx_error", {"reason": "channel_crash"}]
+        assert harness.pubsub.subscriber_count(TOPIC) == 0
+        alice.receive(
+            frame("2", "2", TOPIC, "phx_join", {"since": sent[0][4]["response"]["position"]})
+        )
+        await until(lambda: sent[-1][3] == "phx_reply")
+        assert sent[-1][4] == {
+            "status": "ok",
+            "response": {"position": sent[0][4]["response"]["position"], "recovered": True},
+        }
+
+    asyncio.run(scenario())
