@@ -154,7 +154,7 @@ class ServerSpec:
 
     def flavor(self) -> Flavor:
         if self.kind in ("switchboard", CLUSTER):
-            return PhoenixFlavor()
+            return PhoenixFlavor(history=self.env.get("SWITCHBOARD_HISTORY_SIZE") != "0")
         if self.kind == "socketio":
             return SocketIOFlavor()
         return WebsocketsFlavor()
@@ -830,8 +830,8 @@ async def run_fanout(spec: ServerSpec, args: argparse.Namespace, logdir: Path) -
 class SecretPhoenixFlavor(PhoenixFlavor):
     """Tokens signed with ``secret``: the 2-node run passes its own to both nodes."""
 
-    def __init__(self, secret: str) -> None:
-        super().__init__()
+    def __init__(self, secret: str, history: bool = True) -> None:
+        super().__init__(history)
         self._secret = secret
 
 
@@ -953,7 +953,9 @@ async def run_fanout_cluster(
     try:
         await cluster.start()
         node1, node2 = cluster.nodes
-        flavor = SecretPhoenixFlavor(cluster.secret)
+        flavor = SecretPhoenixFlavor(
+            cluster.secret, spec.env.get("SWITCHBOARD_HISTORY_SIZE") != "0"
+        )
         n1 = (args.clients + 1) // 2
         n2 = args.clients - n1
         seen: dict[int, int] = {}
@@ -1217,13 +1219,13 @@ def report(
             "memory KiB/conn: "
             + "  ".join(f"{lb} {r['kib_per_conn']}" for lb, r in mem.items() if "kib_per_conn" in r)
         )
-    variants = [s for s in specs if s.kind == "switchboard" and s.label != "switchboard"]
-    if variants and "switchboard" in labels:
-        out.append("variants vs plain switchboard (same run):")
+    variants = [s for s in specs if s.label != s.kind]
+    if variants:
+        out.append("variants vs their plain server (same run):")
         for v in variants:
             env = ",".join(f"{k}={val}" for k, val in v.env.items())
             parts = [
-                f"{name} {ratio(get(v.label, scen, key), get('switchboard', scen, key))}"
+                f"{name} {ratio(get(v.label, scen, key), get(v.kind, scen, key))}"
                 for name, scen, key in (
                     ("deliveries/s", "fanout", "deliveries_per_s"),
                     ("p99", "fanout", "p99_ms"),
@@ -1362,6 +1364,8 @@ def parse_variant(text: str) -> ServerSpec:
         if not eq:
             raise argparse.ArgumentTypeError(f"expected ENV=VAL in {text!r}, got {item!r}")
         env[k.strip()] = v
+    if label.startswith("2node-"):  # a variant of the 2-node cluster
+        return ServerSpec(label=f"{CLUSTER}:{label[6:]}", kind=CLUSTER, env=env)
     return ServerSpec(label="switchboard:" + label, kind="switchboard", env=env)
 
 
@@ -1410,7 +1414,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="LABEL:ENV=VAL[,ENV=VAL]",
-        help="extra switchboard run with extra env (repeatable)",
+        help="extra switchboard run with extra env (repeatable); a LABEL starting with "
+        "2node- is a run of switchboard-2node",
     )
     add("--json", type=Path, help="also write all results to this file")
     add(
@@ -1512,10 +1517,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     if any(s.kind == CLUSTER for s in specs) and set(args.scenarios) - {"fanout"}:
         print(f"note: {CLUSTER} runs the fan-out scenario only")
     if args.variant:
-        if switchboard_available():
-            specs.extend(args.variant)
-        else:
+        if not switchboard_available():
             skipped.append("variants (switchboard missing)")
+        elif any(v.kind == CLUSTER for v in args.variant) and redis_server_bin() is None:
+            skipped.append("variants (redis-server not installed)")
+        else:
+            specs.extend(args.variant)
     for s in skipped:
         print(f"skipping {s}")
 

@@ -54,13 +54,17 @@ class Flavor:
 class PhoenixFlavor(Flavor):
     name = "phoenix"
 
-    def __init__(self) -> None:
+    def __init__(self, history: bool = True) -> None:
         from switchboard.server.auth import issue_token  # switchboard's own module, imported late
         from switchboard.server.config import DEV_SECRET
 
         self._issue = issue_token
         self._secret = DEV_SECRET
-        self.shout_prefix = f'[null,null,"{self.room("bench")}","shout",'.encode()
+        # room:* keeps history: each shout's ref is its position, so only `[null,"` is
+        # fixed (heartbeat replies match too, and are counted as bad_seq, harmlessly).
+        self.shout_prefix = (
+            b'[null,"' if history else f'[null,null,"{self.room("bench")}","shout",'.encode()
+        )
 
     def room(self, name: str) -> str:
         return "room:" + name
