@@ -41,13 +41,13 @@ BASE_ENV = {
 
 
 @contextlib.contextmanager
-def running_cluster(env: dict[str, str]) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(2, node_env={**BASE_ENV, **env})
+def running_cluster(env: dict[str, str], nodes: int = 2) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(nodes, node_env={**BASE_ENV, **env})
     try:
         cluster.start()
         wait_for(
-            "both nodes hear each other",
-            lambda: all(len(runtime(node)["peers"]) == 1 for node in cluster.nodes),
+            "every node hears the others",
+            lambda: all(len(runtime(node)["peers"]) == nodes - 1 for node in cluster.nodes),
         )
         home_nodes(cluster)
         yield cluster

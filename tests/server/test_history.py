@@ -86,7 +86,7 @@ def test_a_join_since_a_position_gets_the_missed_shouts_after_its_reply_then_liv
         assert [await bob.recv() for _ in range(2)] == seen[2:]
         await alice.push(topic, "shout", {"n": 5}, join_ref=join_ref)
         live = await bob.recv()
-        assert live[4] == {"n": 5} and live == (await shouts(alice, topic, 1))[0]
+        assert live[4]["n"] == 5 and live == (await shouts(alice, topic, 1))[0]
         await asyncio.gather(alice.close(), bob.close())
 
     run(scenario())
@@ -152,7 +152,8 @@ def test_with_history_off_joins_and_shouts_carry_no_position(no_history: ServerP
         alice = await peer(no_history)
         assert await join(alice, topic, {"since": "m1.1"}) == {}
         await alice.push(topic, "shout", {"n": 1}, join_ref="1")
-        assert await alice.event(topic, "shout") == [None, None, topic, "shout", {"n": 1}]
+        frame = await alice.event(topic, "shout")
+        assert frame[:4] == [None, None, topic, "shout"] and frame[4]["n"] == 1
         await alice.close()
 
     run(scenario())

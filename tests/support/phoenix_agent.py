@@ -170,10 +170,18 @@ class Agent:
         payload: dict[str, Any] | None = None,
         events: tuple[str, ...] = (),
         expect: str = "ok",
+        recover: bool = False,
     ) -> Event | None:
-        """Join ``topic`` (recording ``events`` as messages) and wait for a reply ``expect``."""
+        """Join ``topic`` (recording ``events`` as messages) and wait for a reply ``expect``.
+
+        ``recover`` makes it the README's recovery client: params are a function that sends
+        ``since`` (the latest message's ref, or the last join reply's position) on rejoins.
+        """
         since = self.mark()
-        self.send("join", id=id, topic=topic, payload=payload or {}, events=list(events))
+        fields: dict[str, Any] = {"payload": payload or {}, "events": list(events)}
+        if recover:
+            fields["recover"] = True
+        self.send("join", id=id, topic=topic, **fields)
         if not wait:
             return None
         reply = self.wait_event(

@@ -14,8 +14,12 @@
 //   {op: "connect", id, token, addr?, reconnect?, params?}  -> open; reconnect: false turns
 //                                            off reconnects and rejoins (default backoff
 //                                            otherwise); params replaces {token}
-//   {op: "join", id, topic, payload?, events?}  channel + Presence; shouts are recorded, and
-//                                            every event named in `events` as a message
+//   {op: "join", id, topic, payload?, events?, recover?}  channel + Presence; shouts are
+//                                            recorded, and every event named in `events` as a
+//                                            message. recover: the README's recovery client:
+//                                            params are a function giving {since: last}, last
+//                                            is the ref of the latest message (channel.on),
+//                                            or the join reply's position if not recovered
 //   {op: "leave", id, topic}                 -> {ev: "left", id, topic, status}
 //   {op: "push", id, topic, event, payload, seq}   -> {ev: "reply", seq, status, response}
 //   {op: "shout_every", id, topic, ms, from} numbered shouts {from, n: 1, 2, ...} every ms
@@ -23,10 +27,11 @@
 //   {op: "list", id, topic, seq}             -> {ev: "list", seq, list: [{key, metas}]}
 //   {op: "disconnect", id}                   socket.disconnect(): close frame, no phx_leave
 //   {op: "destroy", id}                      destroy the TCP connection: no close frame at all
+//   {op: "drop", id, ms}                     destroy it and stay away `ms` before reconnecting
 //   {op: "exit"}                             exit at once
 // Events: open {conn}, close {code, reason}, error, join {topic, status, response, joinRef}
 // (every join and rejoin), message {topic, event, payload, ref} for the `events` of a join,
-// shout {topic, from, n, joinRef}, presence_join / presence_leave
+// shout {topic, from, n, joinRef, ref}, presence_join / presence_leave
 // {topic, key, current, joined|left}, sync {topic, list}, frame {conn, dir: "in", topic,
 // event, joinRef, data} for every presence_state and presence_diff frame received (before
 // phoenix.js sees it; `data` is the payload), agent_error. The process exits when stdin closes.
@@ -38,6 +43,7 @@ const {Socket, Presence} = require("phoenix")
 const endpoint = process.argv[2]
 const clients = new Map()
 const t0 = Date.now()
+const RECONNECT_MS = [10, 50, 100, 150, 200, 250, 500, 1000, 2000]  // phoenix.js's default
 
 function emit(event){
   process.stdout.write(JSON.stringify({t: Date.now() - t0, ...event}) + "\n")
@@ -80,7 +86,13 @@ function channelOf(id, topic){
 
 const commands = {
   connect({id, token, addr, reconnect = true, params}){
-    const options = {transport: recordingTransport(id, addr), params: params || {token}}
+    const state = {socket: null, channels: new Map(), shouter: null, offlineUntil: 0}
+    const options = {
+      transport: recordingTransport(id, addr),
+      params: params || {token},
+      reconnectAfterMs: tries =>
+        Math.max(state.offlineUntil - Date.now(), RECONNECT_MS[tries - 1] || 5000),
+    }
     if(!reconnect){
       // A test that drops a connection wants the client gone, not back a moment later.
       options.reconnectAfterMs = () => 600000
@@ -91,28 +103,38 @@ const commands = {
     socket.onOpen(() => emit({ev: "open", id, conn: ++opened}))
     socket.onClose(event => emit({ev: "close", id, code: event.code, reason: String(event.reason || "")}))
     socket.onError(error => emit({ev: "error", id, message: String(error && error.message || error)}))
-    clients.set(id, {socket, channels: new Map(), shouter: null})
+    state.socket = socket
+    clients.set(id, state)
     socket.connect()
   },
 
-  join({id, topic, payload, events = []}){
+  join({id, topic, payload, events = [], recover = false}){
     const {socket, channels} = client(id)
-    const channel = socket.channel(topic, payload || {})
+    let last = null  // the README's recovery client: the position of the latest message
+    const params = recover ? () => (last ? {since: last} : {}) : (payload || {})
+    const channel = socket.channel(topic, params)
     const presence = new Presence(channel)
     presence.onJoin((key, current, joined) =>
       emit({ev: "presence_join", id, topic, key, current: current || null, joined}))
     presence.onLeave((key, current, left) =>
       emit({ev: "presence_leave", id, topic, key, current, left}))
     presence.onSync(() => emit({ev: "sync", id, topic, list: listOf(presence)}))
-    channel.on("shout", payload =>
-      emit({ev: "shout", id, topic, from: payload.from, n: payload.n, joinRef: channel.joinRef()}))
+    channel.on("shout", (payload, ref) => {
+      if(recover){ last = ref }
+      emit({ev: "shout", id, topic, from: payload.from, n: payload.n, joinRef: channel.joinRef(), ref})
+    })
     for(const event of events){
-      channel.on(event, (message, ref) => emit({ev: "message", id, topic, event, payload: message, ref}))
+      channel.on(event, (message, ref) => {
+        if(recover){ last = ref }
+        emit({ev: "message", id, topic, event, payload: message, ref})
+      })
     }
     channels.set(topic, {channel, presence})
     // The hooks stay on the join push, so they fire again on every rejoin.
-    const reply = status => response =>
+    const reply = status => response => {
+      if(recover && status === "ok" && !response.recovered){ last = response.position }
       emit({ev: "join", id, topic, status, response, joinRef: channel.joinRef()})
+    }
     channel.join().receive("ok", reply("ok")).receive("error", reply("error")).receive("timeout", reply("timeout"))
   },
 
@@ -154,6 +176,12 @@ const commands = {
 
   destroy({id}){
     client(id).socket.conn._socket.destroy()  // ws keeps its net.Socket here
+  },
+
+  drop({id, ms}){
+    const state = client(id)
+    state.offlineUntil = Date.now() + ms
+    state.socket.conn._socket.destroy()
   },
 
   exit(){
