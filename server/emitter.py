@@ -13,7 +13,9 @@ cluster whose ``SWITCHBOARD_PUBSUB_URL`` is the same Redis::
 
 ``AsyncEmitter`` is the same for asyncio code (``await emitter.broadcast(...)``). Both
 return how many nodes received the message (Redis counts the subscribed nodes; 0 means no
-node has a subscriber for that topic right now). Without Redis there is no cluster to
+node has a subscriber for that topic right now). On a topic that keeps history (a node has
+joined or published it lately) the broadcast goes into the history, with its position, as
+a node's own would: clients that drop for a moment recover it. Without Redis there is no cluster to
 reach: use the node's HTTP API (``POST /api/broadcast``) or, in the same process,
 ``Endpoint.broadcast``.
 
@@ -32,16 +34,34 @@ import redis.asyncio
 
 from switchboard.server import codec
 from switchboard.server.codec import Payload
-from switchboard.server.pubsub.redis import DEFAULT_PREFIX, encode_envelope
+from switchboard.server.pubsub import redis_history
+from switchboard.server.pubsub.redis import (
+    DEFAULT_PREFIX,
+    encode_envelope,
+    encode_history_head,
+)
 
 
-def _message(prefix: str, origin: bytes, topic: str, event: str, payload: Any) -> tuple[str, bytes]:
-    """The Redis channel and envelope of a broadcast; ValueError if it can't be sent."""
+def _message(
+    prefix: str, origin: bytes, topic: str, event: str, payload: Any
+) -> tuple[str, bytes, list[Any] | None]:
+    """The Redis channel and envelope of a broadcast, and for a text one the arguments of
+    the EMIT script (see :mod:`~switchboard.server.pubsub.redis_history`), which keeps it
+    in the topic's history if it has one; ValueError if it can't be sent."""
     problems = codec.broadcast_problems(topic, event, payload)
     if problems:
         raise ValueError(f"cannot broadcast {event!r} on {topic!r}: {'; '.join(problems)}")
     frame = codec.encode_broadcast(topic, event, payload)
-    return prefix + topic, encode_envelope(origin, event, frame)
+    channel, envelope = prefix + topic, encode_envelope(origin, event, frame)
+    if not isinstance(frame, str):  # a binary broadcast has no field for a position
+        return channel, envelope, None
+    keys = redis_history.Keys(prefix)
+    head = encode_history_head(origin, event, 0)
+    return (
+        channel,
+        envelope,
+        [keys.log(topic), keys.meta(topic), channel, envelope, head, event, frame],
+    )
 
 
 def _origin() -> bytes:
@@ -56,11 +76,14 @@ class Emitter:
         self.prefix = prefix
         self._origin = _origin()
         self._redis: redis.Redis = redis.Redis.from_url(url)
+        self._emit = self._redis.register_script(redis_history.EMIT)
 
     def broadcast(self, topic: str, event: str, payload: Payload) -> int:
         """Broadcast ``event`` with ``payload`` to every subscriber of ``topic``."""
-        channel, envelope = _message(self.prefix, self._origin, topic, event, payload)
-        return int(self._redis.publish(channel, envelope))
+        channel, envelope, emit = _message(self.prefix, self._origin, topic, event, payload)
+        if emit is None:
+            return int(self._redis.publish(channel, envelope))
+        return int(self._emit(keys=emit[:2], args=emit[2:]))
 
     def disconnect(self, socket_id: str) -> int:
         """Close every socket whose ``Socket.id()`` is ``socket_id``, on every node."""
@@ -83,10 +106,13 @@ class AsyncEmitter:
         self.prefix = prefix
         self._origin = _origin()
         self._redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url)
+        self._emit = self._redis.register_script(redis_history.EMIT)
 
     async def broadcast(self, topic: str, event: str, payload: Payload) -> int:
-        channel, envelope = _message(self.prefix, self._origin, topic, event, payload)
-        return int(await self._redis.publish(channel, envelope))
+        channel, envelope, emit = _message(self.prefix, self._origin, topic, event, payload)
+        if emit is None:
+            return int(await self._redis.publish(channel, envelope))
+        return int(await self._emit(keys=emit[:2], args=emit[2:]))
 
     async def disconnect(self, socket_id: str) -> int:
         return await self.broadcast(socket_id, "disconnect", {})

@@ -328,6 +328,8 @@ class RedisBackend(Backend):
             "" if upto is None else upto,
             redis_history.meta_ttl(self.limits),
             self._new_epoch(),
+            self.limits.size,
+            redis_history.ttl(self.limits),
         ]
         try:
             async with asyncio.timeout(self.command_timeout):

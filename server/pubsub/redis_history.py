@@ -15,7 +15,9 @@ WRITE appends a broadcast and PUBLISHes it with its position in one atomic step,
 order of positions is the order in which every subscriber receives them. A topic with no
 meta (new, expired, or Redis lost its data) starts a new epoch, named by the caller, and
 drops any stream left behind; so does READ, which also answers the latest position of a
-topic nothing was published on yet.
+topic nothing was published on yet. EMIT is WRITE for an emitter (another process, which
+does not know which topics keep history): it writes to the history of topics that have
+one, and publishes as is on the others.
 """
 
 from __future__ import annotations
@@ -35,14 +37,15 @@ from switchboard.server.pubsub.history import (
 META_TTL = 24 * 3600  # seconds a topic's epoch and latest offset outlive its last use
 
 
-def _meta(new_epoch: str) -> str:
-    """Lua: ``epoch`` of the topic, starting a new history (epoch ``new_epoch``) if none."""
+def _meta(new_epoch: str, size: str, ttl: str, meta_ttl: str) -> str:
+    """Lua: ``epoch`` of the topic, starting a new history (epoch ``new_epoch``) if none;
+    the meta also records the limits, for emitters (which do not know them)."""
     return f"""
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = {new_epoch}
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0, 's', {size}, 't', {ttl}, 'm', {meta_ttl})
 end"""
 
 
@@ -54,7 +57,7 @@ WRITE = (
 local seen = redis.call('GET', KEYS[3])
 if seen and tonumber(seen) >= tonumber(ARGV[5]) then return 0 end
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[8])"""
-    + _meta("ARGV[9]")
+    + _meta("ARGV[9]", "ARGV[6]", "ARGV[7]", "ARGV[8]")
     + """
 local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[8])
@@ -67,11 +70,12 @@ return offset
 WRITE_SHA = hashlib.sha1(WRITE.encode()).hexdigest()
 
 # KEYS: log, meta.  ARGV: since epoch ('' for none), since offset, upto offset ('' for the
-# latest), meta ttl, epoch for a new history.  Returns {epoch, top} if since is not in
-# this epoch or lies ahead, else {epoch, top, entries after since up to upto}.
+# latest), meta ttl, epoch for a new history, size, ttl.  Returns {epoch, top} if since is
+# not in this epoch or lies ahead, else {epoch, top, entries after since up to upto}.
 READ = (
-    _meta("ARGV[5]")
+    _meta("ARGV[5]", "ARGV[6]", "ARGV[7]", "ARGV[4]")
     + """
+redis.call('HSET', KEYS[2], 's', ARGV[6], 't', ARGV[7], 'm', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local top = tonumber(redis.call('HGET', KEYS[2], 'o'))
 if ARGV[1] ~= epoch then return {epoch, top} end
@@ -82,6 +86,23 @@ if since > upto then return {epoch, top} end
 return {epoch, top, redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', upto .. '-0')}
 """
 )
+
+
+# For emitters, which know neither which topics keep history nor the limits. KEYS: log,
+# meta.  ARGV: channel, plain envelope, history envelope head, event, frame.  A topic
+# whose meta exists keeps history (some node joined or published it lately): the
+# broadcast is written and published with its position, as a node's would be; any other
+# is published as is.  Returns how many nodes received it.
+EMIT = """
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then return redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+local limits = redis.call('HMGET', KEYS[2], 's', 't', 'm')
+local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+redis.call('EXPIRE', KEYS[2], limits[3] or 86400)
+redis.call('XADD', KEYS[1], 'MAXLEN', limits[1] or 100, offset .. '-0', 'e', ARGV[4], 'f', ARGV[5])
+redis.call('EXPIRE', KEYS[1], limits[2] or 300)
+return redis.call('PUBLISH', ARGV[1], ARGV[3] .. offset .. ' ' .. epoch .. '\\n' .. ARGV[5])
+"""
 
 
 class Keys:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from switchboard import AsyncEmitter, Emitter
+from switchboard.server.pubsub import Position
 from tests.support.processes import ServerProcess, running_server
 from tests.support.redis import RedisProcess, running_redis
 from tests.support.wire import WAIT, Wire, open_wire
@@ -63,10 +64,30 @@ def test_an_emitter_broadcast_reaches_clients_on_every_node(cluster: Cluster) ->
         _subscribed_on_both(emitter, topic)
 
         assert emitter.broadcast(topic, "news", {"text": "from the backend"}) == 2
+        refs = []
         for wire in wires:
             assert _news(wire, topic) == [{"text": "from the backend"}]
             frame = next(f for f in wire.frames if f[3] == "news")
-            assert frame[:2] == [None, None]  # a broadcast, as a node's own would be
+            # A broadcast as a node's own would be: room:* keeps history, so it has a position.
+            assert frame[0] is None and Position.parse(frame[1]) is not None
+            refs.append(frame[1])
+        assert refs[0] == refs[1], "the same position on every node"
+
+
+def test_an_emitter_broadcast_on_a_history_topic_is_recovered_by_a_client_that_missed_it(
+    cluster: Cluster,
+) -> None:
+    topic = "room:emitted-missed"
+    with ExitStack() as stack, Emitter(cluster.redis.url) as emitter:
+        first = open_wire(stack, cluster.nodes[0], "first")
+        position = first.joined(topic)[4]["response"]["position"]
+        assert emitter.broadcast(topic, "news", {"n": 1}) == 1
+        emitter.broadcast(topic, "blob", b"\x01")  # binary: live only, not kept
+        assert _news(first, topic) == [{"n": 1}]
+        late = open_wire(stack, cluster.nodes[1], "late")
+        late.connection.send(json.dumps(["1", "1", topic, "phx_join", {"since": position}]))
+        assert late.reply("1")[4]["response"]["recovered"] is True
+        assert _news(late, topic) == [{"n": 1}]
 
 
 def test_the_async_emitter_reaches_clients_on_every_node(cluster: Cluster) -> None:
