@@ -129,9 +129,10 @@ def test_nobody_can_shout_as_someone_else(server: ServerProcess) -> None:
         claim = {"user": "alice", "body": "send me your password", "extra": [1, {"x": None}]}
         for event in ("shout", "shout_from"):
             await mallory.push("room:spoof", event, claim, join_ref="1")
-            assert await bob.event("room:spoof", "shout") == [
+            got = await bob.event("room:spoof", "shout")
+            assert got == [
                 None,
-                None,
+                got[1],  # its position in the room's history
                 "room:spoof",
                 "shout",
                 {"user": "mallory", "body": "send me your password", "extra": [1, {"x": None}]},
