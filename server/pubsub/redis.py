@@ -331,9 +331,10 @@ class RedisBackend(Backend):
             self.limits.size,
             redis_history.ttl(self.limits),
         ]
+        read = self._read_script(keys=[keys.log(topic), keys.meta(topic)], args=args)
         try:
-            async with asyncio.timeout(self.command_timeout):
-                reply = await self._read_script(keys=[keys.log(topic), keys.meta(topic)], args=args)
+            # wait_for, not asyncio.timeout: a join runs this inline, outside any task.
+            reply = await asyncio.wait_for(read, self.command_timeout)
         except Exception as exc:
             raise Unavailable(f"reading the history of {topic} failed: {_describe(exc)}") from exc
         return redis_history.parse_read(reply, since, upto, self.limits.max_bytes)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from switchboard.server import eager
 from switchboard.server.pubsub import HistoryLimits, PubSub, redis_history
 from switchboard.server.pubsub.redis import (
     MalformedEnvelope,
@@ -241,3 +243,39 @@ def test_a_history_write_retried_after_a_lost_reply_is_not_written_twice(
             assert (await node.join("h:room", Member())).position.offset == 1  # type: ignore[union-attr]
 
     asyncio.run(scenario())
+
+
+def test_a_recovering_join_runs_inline_outside_any_task_as_a_socket_reads_it(
+    redis_server: RedisProcess,
+) -> None:
+    """Frames are handled in a transport callback, not a task, and a join runs inline
+    (server/eager.py) until it waits: reading the history must not need a current task."""
+
+    async def scenario() -> None:
+        prefix = f"sb:inline:{uuid.uuid4().hex[:8]}:"
+        async with Cluster(lambda: RedisBackend(redis_server.url, prefix=prefix), 1) as nodes:
+            (node,) = nodes.nodes
+            first = Member()
+            await join(node, "h:room", first)
+            for n in range(3):
+                node.broadcast("h:room", "shout", {"n": n})
+            await first.wait_for(3)
+            loop = asyncio.get_running_loop()
+            outcome: asyncio.Future[Any] = loop.create_future()
+
+            def from_a_callback() -> None:
+                assert asyncio.current_task() is None
+                rest = eager.start(join(node, "h:room", Member(), str(first.positions[0])))
+                assert rest is not None  # it waits for Redis
+                task = loop.create_task(_await(rest))
+                task.add_done_callback(lambda t: outcome.set_result(t.result()))
+
+            loop.call_soon(from_a_callback)
+            joined = await asyncio.wait_for(outcome, 5)
+            assert joined.recovered and len(joined.replay) == 2
+
+    asyncio.run(scenario())
+
+
+async def _await(rest: eager.Resumed) -> Any:
+    return await rest
