@@ -173,7 +173,10 @@ async function join(user, room) {
   }
 
   const socket = new Socket("/socket", { params: { token } });
-  const channel = socket.channel(`room:${room}`, {});
+  // No message lost (see the README): every rejoin sends the position (ref) of the last
+  // message shown, and the server replays what came after it.
+  let last = null;
+  const channel = socket.channel(`room:${room}`, () => (last ? { since: last } : {}));
   const current = { socket, channel, user, room, token, opened: false, asking: false };
   const live = () => session === current;
   session = current;
@@ -193,7 +196,11 @@ async function join(user, room) {
     }
   });
 
-  channel.on("shout", (payload) => live() && addShout(payload, user));
+  channel.on("shout", (payload, ref) => {
+    if (!live()) return;
+    last = ref;
+    addShout(payload, user);
+  });
   // Presence lights up once the server sends presence_state / presence_diff; until then the
   // list just stays empty.
   const presence = new Presence(channel);
@@ -202,8 +209,13 @@ async function join(user, room) {
   socket.connect();
   channel
     .join()
-    .receive("ok", () => {
-      if (!live() || !ui.chat.hidden) return;
+    .receive("ok", ({ position, recovered }) => {
+      if (!live()) return;
+      if (!recovered) {
+        if (last) addNotice("Reconnected; some messages sent meanwhile could not be recovered.");
+        last = position;
+      }
+      if (!ui.chat.hidden) return;
       ui.roomName.textContent = room;
       ui.messages.replaceChildren();
       ui.online.replaceChildren();
