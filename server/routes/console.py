@@ -33,6 +33,7 @@ from starlette.routing import Route
 from switchboard.actors.errors import ActorError
 from switchboard.server.client_ip import client_ip
 from switchboard.server.node import Node
+from switchboard.server.pubsub import Unavailable
 from switchboard.server.routes.api import _error, _unauthorized, parse_broadcast
 from switchboard.server.timeline import HOUR, METRICS
 
@@ -276,7 +277,10 @@ async def broadcast(request: Request) -> Response:
     if isinstance(parsed, Response):
         return parsed
     topic_name, event, payload = parsed
-    node.pubsub.broadcast(topic_name, event, payload)
+    try:
+        node.pubsub.broadcast(topic_name, event, payload)
+    except Unavailable as exc:  # a history topic that cannot even buffer it (see api.py)
+        return _error(503, str(exc))
     _action(
         request,
         node,
