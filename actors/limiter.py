@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from switchboard.actors.supervisor import SupervisedActor
-from switchboard.actors.token_bucket import TokenBucket
+from switchboard.actors.token_bucket import TokenBucket, TokenBuckets
 
 __all__ = [
     "Acquire",
@@ -96,24 +95,17 @@ class LimiterActor(SupervisedActor):
         sweep_interval: float = 30.0,
     ) -> None:
         super().__init__()
-        if max_keys < 1:
-            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         for capacity, refill in buckets.values():
             TokenBucket(capacity, refill, 0.0)  # validates the numbers before anything starts
         self._specs = dict(buckets)
         self._clock = clock
-        self._max_keys = max_keys
-        self._sweep_interval = sweep_interval
-        self._buckets: OrderedDict[tuple[str, str], TokenBucket] = OrderedDict()
+        self._buckets = TokenBuckets(clock(), max_keys=max_keys, sweep_interval=sweep_interval)
         self._allowed = dict.fromkeys(self._specs, 0)
         self._rejected = dict.fromkeys(self._specs, 0)
-        self._evicted = 0
-        self._last_sweep = clock()
 
     def on_receive(self, message: Any) -> Any:
         now = self._clock()
-        if now - self._last_sweep >= self._sweep_interval:
-            self._sweep(now)
+        self._buckets.tidy(now)
         match message:
             case Acquire(bucket=bucket, key=key, cost=cost):
                 return self._acquire(bucket, key, cost, now)
@@ -122,10 +114,10 @@ class LimiterActor(SupervisedActor):
                     allowed=dict(self._allowed),
                     rejected=dict(self._rejected),
                     tracked_keys=len(self._buckets),
-                    evicted_keys=self._evicted,
+                    evicted_keys=self._buckets.evicted,
                 )
             case LimiterSweep():
-                self._sweep(now)
+                self._buckets.sweep(now)
                 return None
         return super().on_receive(message)
 
@@ -133,25 +125,12 @@ class LimiterActor(SupervisedActor):
         spec = self._specs.get(name)
         if spec is None:
             raise UnknownBucketError(f"unknown bucket {name!r}; configured: {sorted(self._specs)}")
-        bucket = self._buckets.get((name, key))
-        if bucket is None:
-            if len(self._buckets) >= self._max_keys:
-                self._buckets.popitem(last=False)
-                if self._evicted == 0:
-                    logger.warning("rate limiter reached max_keys=%d; evicting", self._max_keys)
-                self._evicted += 1
-            bucket = self._buckets[(name, key)] = TokenBucket(*spec, now=now)
-        else:
-            self._buckets.move_to_end((name, key))
-        retry_after = bucket.take(now, cost)
+        evicted = self._buckets.evicted
+        retry_after = self._buckets.take((name, key), *spec, now, cost)
+        if evicted == 0 and self._buckets.evicted:
+            logger.warning("rate limiter reached max_keys=%d; evicting", self._buckets.max_keys)
         if retry_after == 0.0:
             self._allowed[name] += 1
             return Decision(allowed=True, retry_after=0.0)
         self._rejected[name] += 1
         return Decision(allowed=False, retry_after=retry_after)
-
-    def _sweep(self, now: float) -> None:
-        self._last_sweep = now
-        full = [ident for ident, bucket in self._buckets.items() if bucket.is_full(now)]
-        for ident in full:
-            del self._buckets[ident]

@@ -1,15 +1,18 @@
-"""A token bucket: pure arithmetic on a caller-supplied clock, no threads, no I/O.
+"""Token buckets: pure arithmetic on a caller-supplied clock, no threads, no I/O.
 
-The same class serves the limiter actor (shared, cluster-facing limits) and per-socket code on
-the event loop (a socket's own message rate), where a lock or an actor round trip per frame
-would cost more than the check itself. Passing ``now`` in keeps it deterministic under test.
+:class:`TokenBucket` serves per-socket code on the event loop (a socket's own message rate),
+where a lock or an actor round trip per frame would cost more than the check itself;
+:class:`TokenBuckets` keeps one per key in bounded memory, for the limiter actor and for
+the connect rate per client address. Passing ``now`` in keeps them deterministic under test.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Hashable
 
-__all__ = ["TokenBucket"]
+__all__ = ["TokenBucket", "TokenBuckets"]
 
 # Refill arithmetic in floats can leave 0.9999999 tokens where 1 was meant; without slack a
 # client would be told to retry after a few nanoseconds.
@@ -70,3 +73,63 @@ class TokenBucket:
             elapsed = now - self.updated
             self.tokens = min(self.capacity, self.tokens + elapsed * self.refill_per_second)
             self.updated = now
+
+
+class TokenBuckets:
+    """A :class:`TokenBucket` per key (a client address, a bucket type and a user id), made
+    on first use with the size the caller gives, in bounded memory.
+
+    A bucket back at capacity is identical to a fresh one, so full buckets are forgotten
+    every ``sweep_interval`` seconds; beyond ``max_keys`` the least recently used key is
+    forgotten at once, which under a flood of distinct keys hands that key a fresh bucket
+    (counted in ``evicted``).
+    """
+
+    __slots__ = ("max_keys", "sweep_interval", "evicted", "_buckets", "_last_sweep")
+
+    def __init__(
+        self, now: float, *, max_keys: int = 100_000, sweep_interval: float = 30.0
+    ) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.max_keys = max_keys
+        self.sweep_interval = sweep_interval
+        self.evicted = 0
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+        self._last_sweep = now
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(
+        self,
+        key: Hashable,
+        capacity: float,
+        refill_per_second: float,
+        now: float,
+        cost: float = 1.0,
+    ) -> float:
+        """:meth:`TokenBucket.take` on ``key``'s bucket: 0.0 if allowed, else seconds to wait."""
+        self.tidy(now)
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            if len(buckets) >= self.max_keys:
+                buckets.popitem(last=False)
+                self.evicted += 1
+            bucket = buckets[key] = TokenBucket(capacity, refill_per_second, now)
+        else:
+            buckets.move_to_end(key)
+        return bucket.take(now, cost)
+
+    def tidy(self, now: float) -> None:
+        """Forget the full buckets if ``sweep_interval`` has passed since the last sweep."""
+        if now - self._last_sweep >= self.sweep_interval:
+            self.sweep(now)
+
+    def sweep(self, now: float) -> None:
+        """Forget the full buckets now."""
+        self._last_sweep = now
+        full = [key for key, bucket in self._buckets.items() if bucket.is_full(now)]
+        for key in full:
+            del self._buckets[key]

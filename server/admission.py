@@ -2,27 +2,38 @@
 
 Two checks around the app's own ``Socket.connect``: the connect rate per client address
 comes first, before any credential is looked at; the per-id limit after, once ``connect``
-has said who the client is. Each socket with an id is registered in the ``connections``
-presence topic, which counts it on every node of the cluster.
+has said who the client is. Both are answered here, on the event loop, at once: in a storm
+of reconnects an admission never waits behind presence work or an actor's mailbox.
+
+The per-id limit counts this node's sockets exactly and other nodes' from the
+``connections`` presence topic, whose diffs every node receives; each socket with an id is
+tracked there (without waiting), which is also how the dashboard counts connections. Two
+sockets of one id opening on two nodes within a replication delay may both be admitted.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from switchboard.actors.bridge import ask
+import orjson
+
 from switchboard.actors.errors import ActorError
-from switchboard.actors.limiter import Acquire
+from switchboard.actors.token_bucket import TokenBuckets
 from switchboard.presence.tracker import CONNECTIONS_TOPIC
+from switchboard.server import eager
+from switchboard.server.codec import Frame
 from switchboard.server.config import Settings
 from switchboard.server.counters import Counters
 
 if TYPE_CHECKING:
     from switchboard.presence.tracker import Presence
-    from switchboard.server.supervision import ActorTree
+    from switchboard.server.pubsub import PubSub
+
+logger = logging.getLogger("switchboard.admission")
 
 
 def connection_owner(serial: int) -> str:
@@ -49,49 +60,86 @@ class AdmissionControl:
         self.settings = settings
         self.node = node
         self.counters = counters
-        self.actors: ActorTree | None = None
         self.presence: Presence | None = None
         self._serials = itertools.count(1)
+        self._connects: TokenBuckets | None = None
+        if settings.limits:
+            self._connects = TokenBuckets(time.monotonic())
+            self._connect_rate = settings.rate("connect_rate")
+        self._local: dict[str, int] = {}  # socket id -> sockets open here
+        self._ids: dict[int, str] = {}  # serial -> socket id, for sockets with an id
+        self._remote: dict[str, set[str]] = {}  # socket id -> phx_refs of other nodes
 
-    async def admit_address(self, address: str) -> Admission:
+    def start(self, pubsub: PubSub) -> None:
+        """Follow the ``connections`` topic, to count other nodes' sockets."""
+        pubsub.subscribe(CONNECTIONS_TOPIC, self)
+
+    def stop(self, pubsub: PubSub) -> None:
+        pubsub.unsubscribe(CONNECTIONS_TOPIC, self)
+
+    def admit_address(self, address: str) -> Admission:
         """Connect attempts per client address, before the credentials are looked at."""
-        if not self.settings.limits or self.actors is None:
+        if self._connects is None:
             return Admission()
-        try:
-            decision = await ask(
-                self.actors.limiter,
-                Acquire("connect", address),
-                timeout=self.settings.actor_timeout,
-            )
-        except ActorError as exc:
-            return Admission(status=503, reason=f"rate limiter unavailable: {exc}")
-        if decision.allowed:
+        retry_after = self._connects.take(address, *self._connect_rate, time.monotonic())
+        if retry_after == 0.0:
             return Admission()
         self.counters.count_rate_limited("connect", address)
-        retry = str(max(1, round(decision.retry_after)))
+        retry = str(max(1, round(retry_after)))
         return Admission(
             status=429, reason="too many connection attempts", headers={"Retry-After": retry}
         )
 
-    async def admit_socket(self, socket_id: str | None) -> Admission:
-        """Register the socket in the ``connections`` topic, unless its id is at the per-id
-        limit (counted over every node of the cluster). Anonymous sockets are not counted."""
+    def admit_socket(self, socket_id: str | None) -> Admission:
+        """Admit a socket unless its id is at the per-id limit, counted over every node of
+        the cluster. Anonymous sockets are not counted."""
         serial = next(self._serials)
-        if socket_id is None or self.presence is None or not self.settings.presence:
+        if socket_id is None:
             return Admission(serial)
-        limit = self.settings.user_socket_limit if self.settings.limits else None
-        meta = {"node": self.node, "connected_at": int(time.time())}
-        try:
-            tracked = await self.presence.track(
-                connection_owner(serial), CONNECTIONS_TOPIC, socket_id, meta, limit
-            )
-        except ActorError as exc:
-            return Admission(status=503, reason=f"presence unavailable: {exc}")
-        if not tracked:
-            return Admission(status=403, reason=f"{socket_id} already has {limit} sockets open")
+        here = self._local.get(socket_id, 0)
+        if self.settings.limits:
+            limit = self.settings.user_socket_limit
+            if here + len(self._remote.get(socket_id, ())) >= limit:
+                return Admission(status=403, reason=f"{socket_id} already has {limit} sockets open")
+        self._local[socket_id] = here + 1
+        self._ids[serial] = socket_id
+        if self.presence is not None and self.settings.presence:
+            meta = {"node": self.node, "connected_at": int(time.time())}
+            eager.start_task(self._track(serial, socket_id, meta))
         return Admission(serial)
 
     def release(self, serial: int) -> None:
-        """An admitted socket never opened (or has closed): drop its connection entry."""
+        """An admitted socket never opened (or has closed): it counts no more."""
+        socket_id = self._ids.pop(serial, None)
+        if socket_id is None:
+            return
+        left = self._local[socket_id] - 1
+        if left:
+            self._local[socket_id] = left
+        else:
+            del self._local[socket_id]
         if self.presence is not None and self.settings.presence:
             self.presence.forget(connection_owner(serial))
+
+    async def _track(self, serial: int, socket_id: str, meta: dict[str, Any]) -> None:
+        assert self.presence is not None
+        try:
+            await self.presence.track(connection_owner(serial), CONNECTIONS_TOPIC, socket_id, meta)
+        except ActorError as exc:
+            logger.warning("connection of %s not in presence yet: %s", socket_id, exc)
+
+    def deliver(self, event: str, frame: Frame) -> None:
+        """A ``presence_diff`` of the ``connections`` topic: other nodes' sockets come and go."""
+        if event != "presence_diff":
+            return
+        diff = orjson.loads(frame)[4]
+        for key, presence in diff.get("joins", {}).items():
+            refs = [m["phx_ref"] for m in presence["metas"] if m.get("node") != self.node]
+            if refs:
+                self._remote.setdefault(key, set()).update(refs)
+        for key, presence in diff.get("leaves", {}).items():
+            known = self._remote.get(key)
+            if known is not None:
+                known.difference_update(m["phx_ref"] for m in presence["metas"])
+                if not known:
+                    del self._remote[key]

@@ -70,6 +70,7 @@ class Node:
 
     async def start(self) -> None:
         await self.pubsub.start()
+        self.admission.start(self.pubsub)
         if self.actors is not None:
             from switchboard.presence.tracker import Presence
             from switchboard.server.cluster_sync import ClusterSync
@@ -88,7 +89,6 @@ class Node:
                 timeout=settings.actor_timeout,
             )
             self._sync.presence = self.presence
-            self.admission.actors = self.actors
             self.admission.presence = self.presence
             self.actors.listeners.append(self._actor_event)
             await self.presence.start()
@@ -116,6 +116,7 @@ class Node:
             self._sync.stop()
         if self.actors is not None:
             await self.actors.stop()
+        self.admission.stop(self.pubsub)
         await self.pubsub.stop()
 
     async def drain(self, period: float) -> None:

@@ -179,7 +179,7 @@ async def serve_socket(
     if refusal is not None:
         await _refuse(node, websocket, ip, *refusal)
         return
-    admission = await node.admission.admit_address(ip)
+    admission = node.admission.admit_address(ip)
     if not admission.admitted:
         code = "rate_limited" if admission.status == 429 else "unavailable"
         await _refuse(
@@ -199,7 +199,7 @@ async def serve_socket(
     if why:
         await _refuse(node, websocket, ip, "unauthorized", 403, why)
         return
-    admission = await node.admission.admit_socket(socket_id)
+    admission = node.admission.admit_socket(socket_id)
     if not admission.admitted:
         code = "socket_limit" if admission.status == 403 else "unavailable"
         await _refuse(

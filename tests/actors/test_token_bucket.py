@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from switchboard.actors import TokenBucket
+from switchboard.actors.token_bucket import TokenBuckets
 
 
 def test_a_new_bucket_allows_a_burst_of_its_capacity():
@@ -91,3 +92,36 @@ def test_no_schedule_of_takes_gets_more_than_the_burst_plus_the_refill(capacity,
             granted += cost
         assert 0.0 <= bucket.tokens <= capacity
     assert granted <= capacity + rate * now + 1e-6
+
+
+# -- TokenBuckets: one per key
+
+
+def test_each_key_gets_its_own_bucket_of_the_size_asked() -> None:
+    buckets = TokenBuckets(0.0)
+    assert buckets.take("a", 1, 1.0, 0.0) == 0.0
+    assert buckets.take("a", 1, 1.0, 0.0) == 1.0
+    assert buckets.take("b", 2, 1.0, 0.0) == 0.0
+    assert buckets.take("b", 2, 1.0, 0.0) == 0.0
+    assert len(buckets) == 2
+
+
+def test_full_buckets_are_forgotten_once_the_sweep_interval_passed() -> None:
+    buckets = TokenBuckets(0.0, sweep_interval=10.0)
+    buckets.take("idle", 1, 1.0, 0.0)
+    buckets.take("busy", 30, 1.0, 0.0, cost=30)
+    buckets.tidy(9.0)
+    assert len(buckets) == 2, "not swept before the interval"
+    buckets.tidy(10.0)
+    assert len(buckets) == 1, "the idle key refilled and went; the busy one has 10 of 30"
+
+
+def test_past_max_keys_the_least_recently_used_key_is_forgotten() -> None:
+    buckets = TokenBuckets(0.0, max_keys=2)
+    buckets.take("a", 1, 0.1, 0.0)
+    buckets.take("b", 1, 0.1, 0.0)
+    buckets.take("a", 1, 0.1, 0.0)  # a is used again: b is now the oldest
+    buckets.take("c", 1, 0.1, 0.0)
+    assert len(buckets) == 2 and buckets.evicted == 1
+    assert buckets.take("a", 1, 0.1, 0.0) > 0, "a kept its empty bucket"
+    assert buckets.take("b", 1, 0.1, 0.0) == 0.0, "b was forgotten: a fresh bucket"
