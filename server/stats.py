@@ -29,7 +29,7 @@ from switchboard.actors.bridge import tell
 from switchboard.actors.cache import CachePut
 from switchboard.actors.errors import ActorError
 from switchboard.channels.dashboard import STATS_VIEW_KEY
-from switchboard.presence.tracker import node_name
+from switchboard.presence.tracker import CONNECTIONS_TOPIC, node_name
 from switchboard.server.alerts import Alerts
 from switchboard.server.codec import Frame
 from switchboard.server.tasks import stop_tasks
@@ -403,8 +403,8 @@ def app_topics(node: Node) -> dict[str, int]:
     """Topic -> local subscribers, for the app's topics only (not the console's taps)."""
     found = {}
     for topic, count in node.pubsub.topics().items():
-        if topic.startswith(INTERNAL_PREFIXES):
-            continue
+        if topic.startswith(INTERNAL_PREFIXES) or topic == CONNECTIONS_TOPIC:
+            continue  # (admission follows the connections presence topic's diffs)
         count -= node.taps.count(topic)
         if count > 0:
             found[topic] = count
