@@ -1,10 +1,11 @@
 """The actor that owns this node's :class:`~presence.state.PresenceState`.
 
-Every change comes back as the delta to replicate and the ``presence_diff`` frames for
-local subscribers, encoded here, off the event loop. The encoded ``presence_state`` of a
-topic is built once, kept in the cache actor and served to every joiner until the topic
-changes. This actor is the only writer of those cache entries and invalidates them before
-it replies, so a joiner can never be served a state older than a diff it missed.
+Every change is applied at once and answered with the delta to replicate (the tracker
+publishes them, merged, once per window), while its ``presence_diff`` waits here, merged
+with the others of its topic (:class:`~presence.batch.DiffBatch`), until the tracker asks
+for a :class:`Flush`. A flush hands over the diff frames, encoded here, off the event
+loop, and the ``presence_state`` of the topics the tracker asks for as it stands right
+after them: a joiner served that state and then the next diffs sees every change once.
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ from typing import Any
 
 import orjson
 
-from switchboard.actors.bridge import ActorTarget, tell
-from switchboard.actors.cache import CacheDelete, CachePut
 from switchboard.actors.supervisor import SupervisedActor
+from switchboard.presence.batch import DiffBatch
 from switchboard.presence.state import Delta, Diff, Entry, PresenceState
 from switchboard.server import codec
 
 logger = logging.getLogger("switchboard.presence")
 
 DIFF_EVENT = "presence_diff"
-
-
-def state_cache_key(topic: str) -> str:
-    return f"presence_state:{topic}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,15 @@ class Untrack:
 @dataclass(frozen=True)
 class UntrackOwner:
     owner: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Local changes (:class:`Track`, :class:`Update`, :class:`Untrack`,
+    :class:`UntrackOwner`) in the order they were made; answered with a list holding, for
+    each, what it alone would be answered with, or the exception it raised."""
+
+    changes: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,11 @@ class Restore:
 
 
 @dataclass(frozen=True)
-class EncodedState:
-    """The topic's ``presence_state`` payload as JSON text (cached)."""
+class Flush:
+    """Hand over the diffs gathered since the last flush, and the ``presence_state`` JSON of
+    ``states`` as it stands after them."""
 
-    topic: str
+    states: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -114,20 +120,28 @@ class Summary:
 
 @dataclass(frozen=True)
 class Change:
-    """What a change means: the delta for other nodes, the diff frames for local subscribers."""
+    """What a change means: the delta for other nodes (None if it changed nothing here) and
+    the topics whose diffs now wait for the next flush."""
 
     delta: Delta | None
-    frames: dict[str, codec.Frame] = field(default_factory=dict)
+    topics: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Flushed:
+    """Per topic, the ``presence_diff`` frames to broadcast (in order) and the requested
+    ``presence_state`` JSON after them. A topic whose changes all cancelled out (a meta
+    that came and went) has no frames: its state is what it was."""
+
+    frames: dict[str, list[codec.Frame]] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
 
 
 class PresenceActor(SupervisedActor):
-    def __init__(self, node: str, cache: ActorTarget | None = None) -> None:
+    def __init__(self, node: str) -> None:
         super().__init__()
         self.state = PresenceState(node)
-        self._cache = cache
-        # The encoded state per topic, valid until the topic changes: joiners whose cache
-        # lookups raced each other still share one build.
-        self._encoded: dict[str, str] = {}
+        self._pending: dict[str, DiffBatch] = {}
         self.state_builds = 0
 
     def on_receive(self, message: Any) -> Any:
@@ -149,14 +163,18 @@ class PresenceActor(SupervisedActor):
             return self._local(
                 *state.update(message.owner, message.topic, message.key, message.meta)
             )
-        if kind is EncodedState:
-            return self._encoded_state(message.topic)
+        if kind is Batch:
+            return [self._one(change) for change in message.changes]
+        if kind is Flush:
+            return self._flush(message.states)
         if kind is ApplyDelta:
-            return self._remote(state.apply_delta(message.delta))
+            return self._gather(None, state.apply_delta(message.delta))
         if kind is ReplaceNode:
-            return self._remote(state.replace_node(message.node, message.entries, message.seq))
+            return self._gather(
+                None, state.replace_node(message.node, message.entries, message.seq)
+            )
         if kind is RemoveNode:
-            return self._remote(state.remove_node(message.node))
+            return self._gather(None, state.remove_node(message.node))
         if kind is NeedsSync:
             return state.needs_sync(message.node, message.seq)
         if kind is Snapshot:
@@ -170,31 +188,38 @@ class PresenceActor(SupervisedActor):
             return self._summary()
         return super().on_receive(message)
 
+    def _one(self, change: Any) -> Any:
+        try:
+            return self.on_receive(change)
+        except Exception as exc:  # the caller of that change gets it, not the whole batch
+            return exc
+
     def _local(self, delta: Delta, diffs: dict[str, Diff]) -> Change:
-        return Change(None if delta.is_empty else delta, self._frames(diffs))
+        return self._gather(None if delta.is_empty else delta, diffs)
 
-    def _remote(self, diffs: dict[str, Diff]) -> Change:
-        return Change(None, self._frames(diffs))
-
-    def _frames(self, diffs: dict[str, Diff]) -> dict[str, codec.Frame]:
-        frames = {}
+    def _gather(self, delta: Delta | None, diffs: dict[str, Diff]) -> Change:
+        pending = self._pending
         for topic, diff in diffs.items():
-            self._encoded.pop(topic, None)
-            if self._cache is not None:
-                tell(self._cache, CacheDelete(state_cache_key(topic), propagate=False))
-            frames[topic] = codec.encode_broadcast(topic, DIFF_EVENT, diff.to_payload())
-        return frames
+            batch = pending.get(topic)
+            if batch is None:
+                batch = pending[topic] = DiffBatch()
+            batch.add(diff)
+        return Change(delta, frozenset(diffs))
 
-    def _encoded_state(self, topic: str) -> str:
-        encoded = self._encoded.get(topic)
-        if encoded is None:
-            if len(self._encoded) > 10_000:  # topics only ever read would pile up
-                self._encoded.clear()
-            encoded = self._encoded[topic] = orjson.dumps(self.state.list(topic)).decode()
-            self.state_builds += 1
-            if self._cache is not None:
-                tell(self._cache, CachePut(state_cache_key(topic), encoded))
-        return encoded
+    def _flush(self, states: frozenset[str]) -> Flushed:
+        pending, self._pending = self._pending, {}
+        flushed = Flushed()
+        for topic, batch in pending.items():
+            frames = [
+                codec.encode_broadcast(topic, DIFF_EVENT, diff.to_payload())
+                for diff in batch.diffs()
+            ]
+            if frames:
+                flushed.frames[topic] = frames
+        for topic in states:
+            flushed.states[topic] = orjson.dumps(self.state.list(topic)).decode()
+        self.state_builds += len(states)
+        return flushed
 
     def _summary(self) -> dict[str, Any]:
         by_node: dict[str, int] = {}

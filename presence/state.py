@@ -130,29 +130,44 @@ class Delta:
     seq: int
     joins: tuple[Entry, ...] = ()
     leaves: tuple[str, ...] = ()
+    #: Set when the delta stands for operations ``first`` .. ``seq`` merged into one
+    #: (:func:`~presence.batch.merge_deltas`); None for one operation.
+    first: int | None = None
 
     @property
     def is_empty(self) -> bool:
         """True when the operation changed nothing (nothing to replicate)."""
         return not self.joins and not self.leaves
 
+    @property
+    def first_seq(self) -> int:
+        """The seq of the first operation this delta stands for."""
+        return self.seq if self.first is None else self.first
+
     def to_wire(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {
+        wire: dict[str, Any] = {
             "node": self.node,
             "seq": self.seq,
             "joins": [e.to_wire() for e in self.joins],
             "leaves": list(self.leaves),
         }
+        if self.first is not None:
+            wire["first"] = self.first
+        return wire
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Delta:
         """Inverse of :meth:`to_wire`; raises ValueError on a malformed value."""
         if not isinstance(d, Mapping):
             raise ValueError("wire delta must be an object")
-        seq = d.get("seq")
+        seq, first = d.get("seq"), d.get("first")
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise ValueError("wire field 'seq' must be an integer")
+        if first is not None and (
+            not isinstance(first, int) or isinstance(first, bool) or not 0 < first <= seq
+        ):
+            raise ValueError("wire field 'first' must be an integer from 1 to 'seq'")
         joins, leaves = d.get("joins"), d.get("leaves")
         if not isinstance(joins, list) or not isinstance(leaves, list):
             raise ValueError("wire fields 'joins' and 'leaves' must be arrays")
@@ -163,15 +178,22 @@ class Delta:
             seq=seq,
             joins=tuple(Entry.from_wire(e) for e in joins),
             leaves=tuple(leaves),
+            first=first,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Diff:
-    """The ``presence_diff`` of one topic: key -> metas that joined / left."""
+    """The ``presence_diff`` of one topic: key -> metas that joined / left.
+
+    ``vanished`` names the keys whose last meta left (they are gone from the list); it is
+    not part of the payload, but tells :class:`~presence.batch.DiffBatch` where merging
+    diffs would change the order of keys a client sees.
+    """
 
     joins: dict[str, list[Meta]] = field(default_factory=dict, hash=False)
     leaves: dict[str, list[Meta]] = field(default_factory=dict, hash=False)
+    vanished: set[str] = field(default_factory=set, hash=False)
 
     def to_payload(self) -> dict[str, dict[str, dict[str, list[Meta]]]]:
         """Phoenix payload; both ``joins`` and ``leaves`` are always present."""
@@ -196,8 +218,11 @@ class _DiffBuilder:
     def join(self, entry: Entry) -> None:
         self._diff(entry.topic).joins.setdefault(entry.key, []).append(entry.presence_meta())
 
-    def leave(self, entry: Entry) -> None:
-        self._diff(entry.topic).leaves.setdefault(entry.key, []).append(entry.presence_meta())
+    def leave(self, entry: Entry, vanished: bool) -> None:
+        diff = self._diff(entry.topic)
+        diff.leaves.setdefault(entry.key, []).append(entry.presence_meta())
+        if vanished:
+            diff.vanished.add(entry.key)
 
     def result(self) -> dict[str, Diff]:
         return self._topics
@@ -252,7 +277,7 @@ class PresenceState:
             del keys[entry.key]
             if not keys:
                 del self._topics[entry.topic]
-        diffs.leave(entry)
+        diffs.leave(entry, vanished=not metas)
 
     def _local_op(
         self, joins: tuple[Entry, ...], leaves: tuple[str, ...]
@@ -347,7 +372,8 @@ class PresenceState:
     # --- replication
 
     def apply_delta(self, delta: Delta) -> dict[str, Diff]:
-        """Apply a remote node's delta if it is the next one expected from that node.
+        """Apply a remote node's delta if it is the next one expected from that node (one
+        that starts right after the last seq applied; a merged delta may span several).
 
         Our own deltas, stale or duplicate ones, deltas after a gap and deltas of
         unknown nodes change nothing and return no diffs; for the last two
@@ -355,7 +381,7 @@ class PresenceState:
         another node than the delta.
         """
         last = self._remote_seq.get(delta.node)
-        if delta.node == self.node or last is None or delta.seq != last + 1:
+        if delta.node == self.node or last is None or delta.first_seq != last + 1:
             return {}
         _check_node(delta.node, delta.joins)
         diffs = _DiffBuilder()

@@ -4,31 +4,43 @@ Channels ``track``/``update``/``untrack`` through here; the :class:`~presence.ac
 holds the state. Diffs go to local subscribers only: each node computes its own from the
 same replicated state, so a client gets each diff once, never once per node. Deltas,
 heartbeats and snapshots travel between nodes on an internal topic through the pub/sub
-backend. This module owns the timing (heartbeats, node-down); the state owns the rules.
+backend. This module owns the timing (the diff window, heartbeats, node-down); the state
+owns the rules.
+
+Changes are sent out once per window (``window`` seconds, 50 ms by default): the first
+change after a quiet spell at once, later ones at most one window after the last flush. A
+flush broadcasts each changed topic's merged ``presence_diff`` and publishes this node's
+changes since the last flush as one delta. The ``presence_state`` a joiner gets is the
+topic's as of the last flush, encoded once and shared by every joiner until the topic
+changes; a joiner who finds none waits for the next flush. Either way the diffs it gets
+next start right where its state ends, and the work of a join does not grow with the room.
 
 It also keeps a mirror of this node's own entries as last acknowledged by the actor, so
 that when the supervisor restarts a crashed actor the state is restored with the same
 ``phx_ref``s and sequence: clients and other nodes see no change, and entries of
-channels that ended meanwhile leave with a normal diff.
+channels that ended meanwhile leave with a normal diff. Diffs that were still waiting in
+the crashed actor are lost; the topics they belonged to get their whole state broadcast
+instead (phoenix.js takes a ``presence_state`` at any time and works out the difference).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import orjson
 
 from switchboard.actors.bridge import ActorTarget, ask
-from switchboard.actors.cache import CacheGet
 from switchboard.actors.errors import ActorError, ActorTimeoutError, ActorUnavailableError
 from switchboard.presence import actor as msg
-from switchboard.presence.actor import Change, state_cache_key
+from switchboard.presence.actor import DIFF_EVENT, Change, Flushed
+from switchboard.presence.batch import merge_deltas
 from switchboard.presence.state import Delta, Entry
-from switchboard.server import eager
+from switchboard.server import codec, eager
 from switchboard.server.codec import Frame
 from switchboard.server.pubsub import PubSub
 from switchboard.server.tasks import stop_tasks
@@ -37,6 +49,22 @@ logger = logging.getLogger("switchboard.presence")
 
 REPLICATION_TOPIC = "switchboard:presence"
 CONNECTIONS_TOPIC = "connections"
+STATE_EVENT = "presence_state"
+MAX_CACHED_STATES = 10_000  # topics only ever read would pile up
+PUSHES_PER_TURN = 200  # presence_states written per turn of the loop after a flush
+
+
+LocalChange = msg.Track | msg.Update | msg.Untrack | msg.UntrackOwner
+
+
+class _State:
+    """A topic's ``presence_state`` JSON as of the last flush, shared by its joiners."""
+
+    __slots__ = ("text", "served")
+
+    def __init__(self, text: str, served: bool) -> None:
+        self.text = text
+        self.served = served  # by a joiner since it was built: worth building again
 
 
 def node_name(node: str) -> str:
@@ -50,8 +78,8 @@ class Presence:
         pubsub: PubSub,
         node: str,
         actor: ActorTarget,
-        cache: ActorTarget | None = None,
         *,
+        window: float = 0.05,
         heartbeat: float = 1.0,
         down_after: float = 4.0,
         timeout: float = 2.0,
@@ -59,13 +87,27 @@ class Presence:
         self.pubsub = pubsub
         self.node = node
         self._actor = actor
-        self._cache = cache
+        self.window = window
         self.heartbeat = heartbeat
         self.down_after = down_after
         self.timeout = timeout
         self._mirror: dict[str, Entry] = {}
-        self._seq = 0
+        self._seq = 0  # of the last local change the actor acknowledged
+        self._published = 0  # seq of the last local change other nodes were sent
+        self._deltas: list[Delta] = []  # acknowledged, not yet published
         self._live_owners: dict[str, int] = {}  # owner -> number of live tracks
+        self._queued: list[tuple[LocalChange, asyncio.Future[Any]]] = []
+        # The window: topics whose diffs wait in the actor, the flush timer, and the states.
+        self._dirty: set[str] = set()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Task[None] | None = None  # a flush waiting for the actor
+        self._flushing = False
+        self._last_flush = -math.inf
+        self._states: dict[str, _State] = {}
+        self._waiters: dict[str, list[tuple[asyncio.Future[None], Callable[[str], None]]]] = {}
+        self._resend: set[str] = set()  # topics whose clients need the whole state again
+        self.states_shared = 0  # joiners served a state already built
+        self.states_awaited = 0  # joiners who waited for a flush to build one
         self._peers: dict[str, float] = {}  # remote node -> monotonic time last heard
         self._available = asyncio.Event()
         self._available.set()
@@ -84,13 +126,28 @@ class Presence:
     async def stop(self) -> None:
         self._publish("goodbye", {"node": self.node})
         self.pubsub.unsubscribe(REPLICATION_TOPIC, self)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         await stop_tasks([*self._tasks, *self._background])
+        for waiters in self._waiters.values():
+            for waiter, _ in waiters:
+                waiter.cancel()
+        self._waiters.clear()
 
-    async def settle(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) for the untracks and changes already under way, e.g. when draining."""
-        pending = list(self._background)
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+    async def settle(self, timeout: float | None = None) -> None:
+        """Wait (bounded, by default by the actor timeout: a stuck actor is not waited for)
+        until the changes under way are acknowledged, then send the other nodes those not
+        sent yet, without waiting for the window. For draining: the local clients are gone,
+        so the diffs that wait for the next flush have nobody left to reach."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._send_queued()
+        while time.monotonic() < deadline:
+            pending = [task for task in self._background if task is not self._flush_task]
+            if not pending:
+                break
+            await asyncio.wait(pending, timeout=deadline - time.monotonic())
+        self._publish_deltas()
 
     # -- what channels call --------------------------------------------------------------
 
@@ -108,67 +165,121 @@ class Presence:
     async def untrack(self, owner: str, topic: str, key: str) -> None:
         await self._change(msg.Untrack(owner, topic, key))
 
-    async def _change(self, message: msg.Track | msg.Update | msg.Untrack) -> Any:
-        """Ask for a change of ``message.owner``'s presence and apply the result.
+    async def _change(self, change: LocalChange) -> Any:
+        """Make a change of ``change.owner``'s presence; its result once acknowledged.
 
-        The request is in the actor's inbox before this first waits, so a :meth:`forget`
-        that follows can never overtake it: the actor handles messages in order. A
-        timed-out ask is still handled by the actor later, and dropping its reply would leave
-        a presence nobody announced, so the ask runs to completion in the background and only
-        the caller's wait is bounded.
+        The change is queued before this first waits, and queued changes reach the actor in
+        order, so a :meth:`forget` that follows can never overtake it. A change whose caller
+        stopped waiting is still made and acknowledged: dropping it would leave a presence
+        nobody announced. Only the caller's wait is bounded.
         """
-        outcome = self._start(self._ask_and_apply(message))
-        done, _ = await asyncio.wait({outcome}, timeout=self.timeout)  # runs on if not
-        if not done:
-            outcome.add_done_callback(_log_late_failure)
-            raise ActorTimeoutError(f"presence did not answer within {self.timeout}s")
-        return outcome.result()
-
-    async def _ask_and_apply(self, message: msg.Track | msg.Update | msg.Untrack) -> Any:
-        change = await self._ask(message, timeout=None)
-        owner = message.owner
-        if change is None:  # a track refused by its limit
-            self._owner_dropped(owner, 1)
-            return None
-        self._apply(change)
-        if type(message) is msg.Untrack:
-            if change.delta is not None:
-                self._owner_dropped(owner, len(change.delta.leaves))
-        elif change.delta is not None and owner not in self._live_owners:
-            # Forgotten while this was on its way: only possible when both waited for a
-            # restarted actor and were sent again in the other order. It leaves at once.
-            self._spawn(self._untrack_owner(owner))
-        return change
+        return await self._bounded(self._request(change), "presence did not answer")
 
     def forget(self, owner: str) -> None:
         """Untrack everything ``owner`` tracked (its channel or socket ended); never waits.
 
-        The request reaches the actor before this returns, so it is ordered before
-        anything the loop asks afterwards.
+        Queued before this returns, so it comes after every change the owner made before.
         """
-        # Sent even if no track was acknowledged yet: one may be in flight, and the actor
-        # handles messages in order, so this removes it.
         self._live_owners.pop(owner, None)
         self._spawn(self._untrack_owner(owner))
 
     async def _untrack_owner(self, owner: str) -> None:
         try:
-            self._apply(await self._ask(msg.UntrackOwner(owner), timeout=None))
+            await self._request(msg.UntrackOwner(owner))
         except ActorError as exc:
             logger.warning("presence of %s not removed yet: %s (restore will drop it)", owner, exc)
 
-    async def state_payload(self, topic: str) -> str:
-        """The topic's ``presence_state`` as JSON text, from the cache when it is fresh."""
-        if self._cache is not None:
-            try:
-                cached = await ask(
-                    self._cache, CacheGet(state_cache_key(topic)), timeout=self.timeout
-                )
-            except ActorError:
-                cached = None
-            if cached is not None:
-                return str(cached)
-        return str(await self._ask(msg.EncodedState(topic)))
+    # -- local changes, in order, in batches --------------------------------------------------
+
+    def _request(self, change: LocalChange) -> asyncio.Future[Any]:
+        """Queue ``change``; the changes queued in one turn of the loop go to the actor as one
+        message (one thread hand-off for a whole burst of joins), answered in order."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._queued.append((change, reply))
+        if len(self._queued) == 1:
+            loop.call_soon(self._send_queued)
+        return reply
+
+    def _send_queued(self) -> None:
+        """Send what is queued now (before any other request, to keep the order)."""
+        if self._queued:
+            batch, self._queued = self._queued, []
+            self._spawn(self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[tuple[LocalChange, asyncio.Future[Any]]]) -> None:
+        changes = tuple(change for change, _ in batch)
+        try:
+            # No time limit: callers that stop waiting still need the change acknowledged.
+            results = await self._ask(msg.Batch(changes), timeout=None, send_queued=False)
+        except ActorError as exc:
+            for change, reply in batch:
+                if type(change) is msg.Track:
+                    self._owner_dropped(change.owner, 1)
+                if not reply.done():
+                    reply.set_exception(exc)
+            return
+        for (change, reply), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                if type(change) is msg.Track:
+                    self._owner_dropped(change.owner, 1)
+                if not reply.done():
+                    reply.set_exception(result)
+                continue
+            self._acknowledged(change, result)
+            if not reply.done():
+                reply.set_result(result)
+
+    def _acknowledged(self, change: LocalChange, result: Change | None) -> None:
+        owner = change.owner
+        if result is None:  # a track refused by its limit
+            self._owner_dropped(owner, 1)
+            return
+        self._apply(result)
+        kind = type(change)
+        if kind is msg.Untrack:
+            if result.delta is not None:
+                self._owner_dropped(owner, len(result.delta.leaves))
+        elif kind is not msg.UntrackOwner and result.delta is not None:
+            if owner not in self._live_owners:
+                # Forgotten while this was on its way: only possible when both waited for a
+                # restarted actor and were sent again in the other order. It leaves at once.
+                self._spawn(self._untrack_owner(owner))
+
+    async def push_state(self, topic: str, push: Callable[[str], None]) -> None:
+        """Call ``push`` with the topic's ``presence_state`` JSON as of the last flush (at
+        once if it is built, else right after the next flush broadcasts its diffs); the
+        diffs of the next flushes carry on from it. Call it once subscribed to the topic."""
+        state = self._states.get(topic)
+        if state is not None:
+            state.served = True
+            self.states_shared += 1
+            push(state.text)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (waiter, push)
+        self._waiters.setdefault(topic, []).append(entry)
+        self.states_awaited += 1
+        self._schedule_flush()
+        try:
+            await self._bounded(waiter, "presence_state not ready")
+        finally:
+            waiters = self._waiters.get(topic)
+            if waiters is not None and entry in waiters:  # timed out or cancelled
+                waiters.remove(entry)
+                if not waiters:
+                    del self._waiters[topic]
+
+    async def _bounded(self, future: asyncio.Future[Any], what: str) -> Any:
+        """Await ``future``, failing it with ActorTimeoutError after the timeout. Whoever
+        sets it checks ``done()`` first, so the work behind it carries on regardless."""
+        timer = asyncio.get_running_loop().call_later(
+            self.timeout, _time_out, future, f"{what} within {self.timeout}s"
+        )
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     async def list(self, topic: str) -> dict[str, Any]:
         return dict(await self._ask(msg.ListTopic(topic)))
@@ -178,8 +289,13 @@ class Presence:
 
     # -- the actor -------------------------------------------------------------------------
 
-    async def _ask(self, message: Any, timeout: float | None | bool = True) -> Any:
-        """Ask the actor; if it is down, wait (bounded) for its restart and ask once more."""
+    async def _ask(
+        self, message: Any, timeout: float | None | bool = True, send_queued: bool = True
+    ) -> Any:
+        """Ask the actor, after the changes queued so far; if it is down, wait (bounded) for
+        its restart and ask once more."""
+        if send_queued:
+            self._send_queued()
         limit = self.timeout if timeout is True else timeout
         try:
             return await ask(self._actor, message, timeout=limit)
@@ -202,7 +318,7 @@ class Presence:
 
     def resync(self) -> None:
         """After a pub/sub outage: announce ourselves and ask every node for a snapshot."""
-        self._publish("heartbeat", {"node": self.node, "seq": self._seq})
+        self._publish("heartbeat", {"node": self.node, "seq": self._published})
         self._publish("sync_request", {"node": self.node, "target": "*"})
 
     def actor_failed(self) -> None:
@@ -217,12 +333,15 @@ class Presence:
         logger.info("presence restored after actor restart: %d local entries", len(entries))
         for owner in {entry.owner for entry in entries} - set(self._live_owners):
             await self._untrack_owner(owner)
+        # Diffs that waited in the old actor died with it: those topics' clients get the
+        # whole state at the next flush instead. Every cached state is suspect.
+        self._resend |= self._dirty
+        self._states.clear()
+        if self._resend:
+            self._schedule_flush()
         self._publish("sync_request", {"node": self.node, "target": "*"})
 
     def _apply(self, change: Change) -> None:
-        local_broadcast = self.pubsub.local_broadcast
-        for topic, frame in change.frames.items():
-            local_broadcast(topic, "presence_diff", frame)
         delta = change.delta
         if delta is not None:
             for ref in delta.leaves:
@@ -230,6 +349,90 @@ class Presence:
             for entry in delta.joins:
                 self._mirror[entry.phx_ref] = entry
             self._seq = delta.seq
+            self._deltas.append(delta)
+        if change.topics:
+            self._dirty |= change.topics
+        if delta is not None or change.topics:
+            self._schedule_flush()
+
+    # -- the window ------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        """Flush at once after a quiet spell, else one window after the last flush. A flush
+        under way already covers every change acknowledged before it returns."""
+        if self._flush_timer is not None or self._flushing:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_flush + self.window - loop.time())
+        self._flush_timer = loop.call_later(delay, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_timer = None
+        self._flush_task = self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            self._last_flush = asyncio.get_running_loop().time()
+            hot = {t for t in self._dirty if (state := self._states.get(t)) and state.served}
+            wanted = frozenset(self._waiters.keys() | hot | self._resend)
+            try:
+                # No time limit: the actor hands its diffs over only once, so the reply
+                # must not be dropped. Until it comes, changes gather for the next flush.
+                flushed: Flushed = await self._ask(msg.Flush(wanted), timeout=None)
+            except ActorError as exc:  # it died: actor_restarted() takes over
+                logger.warning("presence diffs not sent: %s", exc)
+                return
+            finally:
+                # Every change acknowledged so far came before the flush: one delta.
+                self._publish_deltas()
+            self._dirty.clear()
+            await self._send_flushed(flushed)
+        finally:
+            self._flushing = False
+        if self._waiters:  # they came while the flush was under way
+            self._schedule_flush()
+
+    async def _send_flushed(self, flushed: Flushed) -> None:
+        """Broadcast the diffs, then hand each waiting joiner the state after them. The
+        next flush waits for this one: until every waiter has its state, no other diff may
+        reach it (its channel skips diffs until then)."""
+        local_broadcast = self.pubsub.local_broadcast
+        states = self._states
+        for topic, frames in flushed.frames.items():
+            states.pop(topic, None)
+            for frame in frames:
+                local_broadcast(topic, DIFF_EVENT, frame)
+        if len(states) + len(flushed.states) > MAX_CACHED_STATES:
+            states.clear()
+        pushed = 0
+        for topic, text in flushed.states.items():
+            waiters = self._waiters.pop(topic, ())
+            states[topic] = _State(text, served=bool(waiters))
+            if topic in self._resend:
+                self._resend.discard(topic)
+                frame = codec.encode_push_json(None, topic, STATE_EVENT, text)
+                local_broadcast(topic, STATE_EVENT, frame)
+            for waiter, push in waiters:
+                if waiter.done():  # timed out meanwhile
+                    continue
+                try:
+                    push(text)
+                except Exception as exc:
+                    waiter.set_exception(exc)
+                else:
+                    waiter.set_result(None)
+                pushed += 1
+                if pushed % PUSHES_PER_TURN == 0:
+                    await asyncio.sleep(0)  # a storm of joiners must not hold the loop
+
+    def _publish_deltas(self) -> None:
+        if self._deltas:
+            delta = merge_deltas(self._deltas)
+            self._deltas = []
+            self._published = delta.seq
             self._publish("delta", delta.to_wire())
 
     def _owner_dropped(self, owner: str, count: int) -> None:
@@ -278,6 +481,8 @@ class Presence:
             await self._heard_new(node)
             if body.get("target") in ("*", self.node):
                 entries, seq = await self._ask(msg.Snapshot())
+                self._publish_deltas()  # those acknowledged so far, all older than the snapshot
+                self._published = max(self._published, seq)
                 wire = [entry.to_wire() for entry in entries]
                 self._publish("snapshot", {"node": self.node, "seq": seq, "entries": wire})
         elif event == "snapshot":
@@ -301,13 +506,13 @@ class Presence:
     async def _node_down(self, node: str, why: str) -> None:
         self._peers.pop(node, None)
         change = await self._ask(msg.RemoveNode(node))
-        if change.frames:
+        if change.topics:
             logger.info("node %s is down (%s); its presences leave", node, why)
         self._apply(change)
 
     async def _heartbeats(self) -> None:
         while True:
-            self._publish("heartbeat", {"node": self.node, "seq": self._seq})
+            self._publish("heartbeat", {"node": self.node, "seq": self._published})
             deadline = time.monotonic() - self.down_after
             for node in [n for n, heard in self._peers.items() if heard < deadline]:
                 try:
@@ -321,35 +526,22 @@ class Presence:
         now = time.monotonic()
         return {node: now - heard for node, heard in self._peers.items()}
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` inline until it first waits; the rest in a task :meth:`settle` awaits."""
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None] | None:
+        """Run ``coro`` inline until it first waits; the rest in a task (returned) that
+        :meth:`stop` cancels."""
         rest = eager.start(coro)
-        if rest is not None:
-            task = asyncio.get_running_loop().create_task(_finish(rest))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
-        """Like :meth:`_spawn`, and return a future of ``coro``'s outcome."""
-        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        async def run() -> None:
-            try:
-                outcome.set_result(await coro)
-            except asyncio.CancelledError:
-                outcome.cancel()
-                raise
-            except Exception as exc:
-                outcome.set_exception(exc)
-
-        self._spawn(run())
-        return outcome
+        if rest is None:
+            return None
+        task = asyncio.get_running_loop().create_task(_finish(rest))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
 
 async def _finish(rest: eager.Resumed) -> None:
     await rest
 
 
-def _log_late_failure(outcome: asyncio.Future[Any]) -> None:
-    if not outcome.cancelled() and outcome.exception() is not None:
-        logger.warning("a presence change nobody waited for failed: %r", outcome.exception())
+def _time_out(future: asyncio.Future[Any], why: str) -> None:
+    if not future.done():
+        future.set_exception(ActorTimeoutError(why))

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("switchboard.channel")
 
+DIFF_EVENT, STATE_EVENT = "presence_diff", "presence_state"
+
 JOINING, JOINED, STOPPED = "joining", "joined", "stopped"
 UNAVAILABLE = {"reason": "unavailable"}
 
@@ -59,6 +61,7 @@ class ChannelServer:
         "_busy",
         "_task",
         "tracks_presence",
+        "_presence_synced",
         "_idle_waiter",
         "_held",
     )
@@ -77,6 +80,7 @@ class ChannelServer:
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.tracks_presence = False
+        self._presence_synced = False  # a presence_state was pushed to the client
         self._idle_waiter: asyncio.Future[None] | None = None
         #: While the join waits to be subscribed: broadcasts to send after its reply.
         self._held: list[tuple[str, Frame]] | None = None
@@ -91,6 +95,8 @@ class ChannelServer:
         if self._held is not None:
             self._held.append((event, frame))
         elif self._intercept and event in self._intercept:
+            if event == DIFF_EVENT and not self._presence_synced:
+                return  # the presence_state on its way already holds it: see below
             self._post(("out", event, frame))
         else:
             self._outbox.put(frame)
@@ -182,12 +188,29 @@ class ChannelServer:
             await presence.untrack(self.presence_owner, self.topic, key)
 
     async def push_presence_state(self) -> None:
+        """Push the topic's state; until the first one is out, skip its presence diffs.
+
+        The state is the topic's as of the last flush of presence changes, or of the next
+        one if it must wait: it holds every diff flushed meanwhile. Skipping those spares
+        the client what it would get twice (phoenix.js holds diffs until its first state
+        anyway), also when this times out and is tried again. The state is pushed
+        synchronously as it becomes ready, so the diffs after it are delivered.
+        """
         presence = self._presence()
         if presence is None:
             return
-        payload_json = await presence.state_payload(self.topic)
-        self.socket.protocol.push_json(self.topic, self.join_ref, "presence_state", payload_json)
+        if not self._presence_synced:
+            self._intercept = self._intercept | {DIFF_EVENT}  # until _push_state
+        await presence.push_state(self.topic, self._push_state)
+
+    def _push_state(self, payload_json: str) -> None:
+        if self.state == STOPPED:
+            return
+        self.socket.protocol.push_json(self.topic, self.join_ref, STATE_EVENT, payload_json)
         self.socket.flush()
+        if not self._presence_synced:
+            self._presence_synced = True
+            self._intercept = type(self.channel).intercept
 
     def _forget_presence(self) -> None:
         if self.tracks_presence and self.node.presence is not None:

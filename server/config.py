@@ -181,6 +181,14 @@ class Settings:
             "help": "proxy addresses/CIDRs whose X-Forwarded-For is believed",
         },
     )
+    presence_window: float = field(
+        default=0.05,
+        metadata={
+            "env": "SWITCHBOARD_PRESENCE_WINDOW",
+            "help": "seconds a topic's presence changes gather into one presence_diff "
+            "(0: none; under SWITCHBOARD_ACTOR_TIMEOUT)",
+        },
+    )
     presence_heartbeat: float = field(
         default=1.0,
         metadata={
@@ -328,6 +336,7 @@ class Settings:
         for name in (
             "idle_timeout",
             "close_timeout",
+            "presence_window",
             "presence_heartbeat",
             "node_timeout",
             "actor_timeout",
@@ -337,8 +346,11 @@ class Settings:
             "slow_handle_in_ms",
         ):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (value == 0 and name != "drain_period"):
+            if not math.isfinite(value) or value < 0 or (value == 0 and name not in _MAY_BE_0):
                 raise bad(name, "must be a positive number")
+        if self.presence_window >= self.actor_timeout:
+            # A joiner may wait a window for its presence_state, and gives up after this.
+            raise bad("presence_window", "must be less than SWITCHBOARD_ACTOR_TIMEOUT")
 
     def rate(self, name: str) -> tuple[float, float]:
         """A ``burst,per_second`` setting as numbers."""
@@ -368,6 +380,9 @@ class Settings:
     @property
     def dev(self) -> bool:
         return self.profile == "dev"
+
+
+_MAY_BE_0 = ("drain_period", "presence_window")
 
 
 def _convert(kind: Any, raw: str) -> Any:

@@ -83,7 +83,7 @@ class Node:
                 self.pubsub,
                 self.id,
                 self.actors.presence,
-                self.actors.cache,
+                window=settings.presence_window,
                 heartbeat=settings.presence_heartbeat,
                 down_after=settings.node_timeout,
                 timeout=settings.actor_timeout,

@@ -41,7 +41,7 @@ class ActorTree:
                     lambda: CacheActor.start(max_size=10_000, on_invalidate=self._invalidated),
                 ),
                 ChildSpec("limiter", lambda: LimiterActor.start(buckets, clock=time.monotonic)),
-                ChildSpec("presence", lambda: PresenceActor.start(node, self.cache)),
+                ChildSpec("presence", lambda: PresenceActor.start(node)),
             ],
             strategy="one_for_one",
             max_restarts=5,

@@ -44,7 +44,7 @@ async def stall(request: Request) -> Response:
 
 
 async def restarts(request: Request) -> Response:
-    """Supervision status, and the cache's counters (hits show presence_state reuse)."""
+    """Supervision status, the cache's counters and how joiners got their presence_state."""
     node: Node = request.app.state.node
     if node.actors is None:
         return JSONResponse({})
@@ -55,8 +55,14 @@ async def restarts(request: Request) -> Response:
     except ActorError as exc:
         status["cache"] = {"error": str(exc)}
     if node.presence is not None:
+        presence = node.presence
+        # Counted on the loop: readable while the presence actor is stalled.
+        status["presence_states"] = {
+            "shared": presence.states_shared,
+            "awaited": presence.states_awaited,
+        }
         try:
-            status["presence_state_builds"] = (await node.presence.summary())["state_builds"]
+            status["presence_state_builds"] = (await presence.summary())["state_builds"]
         except ActorError as exc:
             status["presence_state_builds"] = str(exc)
     return JSONResponse(status)

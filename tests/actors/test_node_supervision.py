@@ -82,7 +82,7 @@ def test_a_crashed_actor_is_restarted_within_a_second_and_serves_again(
     assert line["level"] in ("warning", "info"), line
 
     # Every actor serves again: the limiter admits a new socket, presence tracks and lists
-    # its join, the cache answers (the state lookup counts in the new cache's stats).
+    # its join, the cache answers (a lookup through the API counts in the new cache's stats).
     topic = f"room:after-{name}-{uuid.uuid4().hex[:6]}"
     user = unique_user(f"after-{name}")
     with ExitStack() as stack:
@@ -93,10 +93,12 @@ def test_a_crashed_actor_is_restarted_within_a_second_and_serves_again(
         wire.joined("test:x")
         listed = wire.reply(wire.push("test:x", "presence_list", {"topic": topic}))
         assert listed[4]["status"] == "ok" and list(listed[4]["response"]) == [user], listed
+    missing = httpx.get(f"{server.url}/api/cache/absent-{topic}", headers=BEARER, timeout=WAIT)
+    assert missing.status_code == 404, missing.text
     cache = actor_status(server)["cache"]
     assert "error" not in cache, cache
     if name == "cache":
-        assert cache["misses"] >= 1, "the new cache actor answered the state lookup"
+        assert cache["misses"] >= 1, "the new cache actor answered the lookup"
     api = httpx.get(f"{server.url}/api/presence/{topic}", headers=BEARER, timeout=WAIT)
     assert api.status_code == 200, api.text  # went through the limiter too
 

@@ -156,6 +156,17 @@ def test_topics_are_listed_with_counts_and_a_topic_shows_presences_and_recent_tr
         for wire in (eve, fay):
             wire.joined("room:watched")
         eve.joined("room:quiet")
+        # Presence diffs go out once per window: let fay's reach eve before the tap opens.
+        eve.wait(
+            "fay's presence",
+            lambda f: (
+                f[2] == "room:watched"
+                and (
+                    (f[3] == "presence_state" and "fay-topic" in f[4])
+                    or (f[3] == "presence_diff" and "fay-topic" in f[4]["joins"])
+                )
+            ),
+        )
 
         listed = get(console, "topics?q=room:")
         rows = {t["topic"]: t for t in listed["topics"]}

@@ -226,42 +226,48 @@ def test_a_client_that_goes_away_gives_the_others_on_leave_within_two_seconds(
         leaver.wait_event("leave reply", lambda e: e["ev"] == "left" and e["status"] == "ok")
 
 
-# -- 4. diffs before the state ------------------------------------------------------------------
+# -- 4. the state and the diffs around it --------------------------------------------------------
 
 
-def test_the_server_sends_the_self_join_diff_before_presence_state(
+def test_a_joiner_gets_no_diff_its_first_presence_state_already_holds(
     server: ServerProcess, topic: str
 ) -> None:
-    """Documents the order the next test relies on (phoenix.js must buffer the diff)."""
-    user = unique_user("raw")
+    """The joiner's own join is flushed with the state it gets, so it gets it only once."""
+    user, sentinel = unique_user("raw"), unique_user("sentinel")
     with ExitStack() as stack:
         wire = open_wire(stack, server, user)
         join_ref = wire.join(topic)
-        wire.wait("presence_state", lambda f: f[3] == "presence_state")
+        state = wire.wait("presence_state", lambda f: f[3] == "presence_state")
+        assert state[:3] == [join_ref, None, topic] and list(state[4]) == [user]
+        open_wire(stack, server, sentinel).join(topic)  # its diff comes after any of ours
+        wire.wait("the sentinel's diff", lambda f: f[3] == "presence_diff")
     presence = [f for f in wire.frames if f[3] in ("presence_diff", "presence_state")]
-    assert [f[3] for f in presence] == ["presence_diff", "presence_state"], wire.frames
-    diff, state = presence
-    assert diff[:3] == [None, None, topic] and state[:3] == [join_ref, None, topic]
-    assert list(diff[4]["joins"]) == [user] and diff[4]["leaves"] == {}
-    assert state[4] == diff[4]["joins"], "the state already holds the join the diff announces"
+    assert [f[3] for f in presence] == ["presence_state", "presence_diff"], wire.frames
+    assert list(presence[1][4]["joins"]) == [sentinel] and presence[1][4]["leaves"] == {}
 
 
-def test_phoenix_js_buffers_its_own_join_diff_until_the_state_arrives(
+def test_a_joiner_served_a_state_from_before_its_join_lists_itself_once(
     agents: Callable[[], Agent], topic: str
 ) -> None:
+    """Joiners right after a change get the state as of the last flush, then the diffs from
+    there on, their own join among them."""
     agent = agents()
-    user = unique_user("self")
-    agent.connect("a", user)
+    first, second = unique_user("first"), unique_user("second")
+    agent.connect("a", first)
+    agent.connect("b", second)
     agent.join("a", topic)
-    listing = agent.wait_list("a", topic, _has_shape({user: 1}), "self listed once")
-    _check_metas(listing)
-    frames = agent.of("a", "frame")
-    assert [f["event"] for f in frames[:2]] == ["presence_diff", "presence_state"], (
-        "precondition: the self-join diff came before the state"
-    )
-    assert _shape(agent.list("a", topic)) == {user: 1}, "no duplicated meta from the buffered diff"
-    syncs = agent.of("a", "sync")
-    assert syncs and all(_shape(s["list"]) == {user: 1} for s in syncs), syncs
+    agent.wait_list("a", topic, _has_shape({first: 1}), "first listed")
+    agent.join("b", topic)
+    both = _has_shape({first: 1, second: 1})
+    for id in ("a", "b"):
+        listing = agent.wait_list(id, topic, both, "both listed once")
+        _check_metas(listing)
+        assert _shape(agent.list(id, topic)) == {first: 1, second: 1}
+        syncs = agent.of(id, "sync")
+        assert all(len(_shape(s["list"])) <= 2 for s in syncs), syncs
+        assert all(max(_shape(s["list"]).values(), default=1) == 1 for s in syncs), syncs
+    frames = [f["event"] for f in agent.of("b", "frame")]
+    assert frames[0] == "presence_state", frames
 
 
 def test_a_burst_of_joins_while_a_client_is_joining_converges_everywhere(
@@ -354,10 +360,10 @@ def test_presence_lists_survive_a_crash_of_the_presence_actor(
 # -- 6. presence_state from the cache -----------------------------------------------------------
 
 
-def test_presence_state_is_built_once_and_served_from_the_cache_until_a_change() -> None:
+def test_presence_state_is_built_once_and_shared_until_a_change() -> None:
     """While the presence actor is stalled no change can land, so every joiner must get the
-    state already built and cached (cache hits, no new miss, the very same payload); once the
-    queued tracks land, the cache is invalidated and the next joiner gets a fresh build."""
+    state already built (shared, none waiting for a build, the very same payload); once the
+    queued tracks land, the next joiner gets a state built after them."""
     env = {"SWITCHBOARD_LIMITS": "off", "SWITCHBOARD_ACTOR_TIMEOUT": "0.5"}
     joiners = 10
     with _node(env) as node, ExitStack() as stack:
@@ -369,7 +375,7 @@ def test_presence_state_is_built_once_and_served_from_the_cache_until_a_change()
         first.join(topic)
         built = first.wait("first state", lambda f: f[3] == "presence_state")
         assert list(built[4]) == [first_user]
-        counters = actor_status(node)["cache"]
+        counters = actor_status(node)["presence_states"]
 
         stall = httpx.post(f"{node.url}/test/actors/presence/stall?seconds=3", timeout=WAIT)
         assert stall.json() == {"sent": True}
@@ -377,11 +383,11 @@ def test_presence_state_is_built_once_and_served_from_the_cache_until_a_change()
         for wire in wires:
             wire.join(topic)
         states = [w.wait("state in the stall", lambda f: f[3] == "presence_state") for w in wires]
-        during = actor_status(node)["cache"]
+        during = actor_status(node)["presence_states"]
         assert time.monotonic() - stalled_at < 3, "the states came while the actor was stalled"
-        assert all(s[4] == built[4] for s in states), "every joiner got the cached state"
-        assert during["hits"] - counters["hits"] == joiners, (counters, during)
-        assert during["misses"] == counters["misses"], "nothing was built again"
+        assert all(s[4] == built[4] for s in states), "every joiner got the state already built"
+        assert during["shared"] - counters["shared"] == joiners, (counters, during)
+        assert during["awaited"] == counters["awaited"], "nobody waited for a new build"
 
         # The stall ends and the queued tracks land: every client converges on all users.
         for wire in [first, *wires]:
@@ -391,10 +397,14 @@ def test_presence_state_is_built_once_and_served_from_the_cache_until_a_change()
             )
             assert all(len(refs) == 1 for refs in _presences(wire, topic).values())
 
-        after = actor_status(node)["cache"]
-        late = open_wire(stack, node, unique_user("late"))
+        late_user = unique_user("late")
+        late = open_wire(stack, node, late_user)
         late.join(topic)
         fresh = late.wait("state after the changes", lambda f: f[3] == "presence_state")
-        assert len(fresh[4]) == joiners + 2, "the late joiner's state holds everyone"
-        final = actor_status(node)["cache"]
-        assert final["misses"] == after["misses"] + 1, "the changes invalidated the cached state"
+        assert len(set(fresh[4]) - {late_user}) == joiners + 1, (
+            "the late joiner's state was built after the changes and holds everyone"
+        )
+        late.wait(
+            "the late joiner sees itself too",
+            lambda _frame: len(_presences(late, topic)) == joiners + 2,
+        )

@@ -496,6 +496,28 @@ class Cluster:
     def canonical_lists(self, index: int) -> dict[str, dict[str, list[str]]]:
         return canonical(all_lists(self.states[index], TOPICS))
 
+    def step(self, op: tuple[Any, ...]) -> None:
+        """One of ``faulty_ops``: a local op, or a delta delivered or lost, a full resync or
+        a removal of one node at another."""
+        size = len(self.states)
+        if op[0] == "local":
+            self.local(op[1] % size, op[2])
+            return
+        sender, receiver = op[1] % size, op[2] % size
+        if sender == receiver:
+            return
+        state, other = self.states[receiver], self.states[sender]
+        if op[0] == "deliver":
+            self.deliver(sender, receiver)
+        elif op[0] == "drop":
+            queue = self.links[(sender, receiver)]
+            if queue:
+                queue.pop(0)
+        elif op[0] == "resync":
+            self.see(receiver, state.replace_node(other.node, *snapshot_wire(other)))
+        else:
+            self.see(receiver, state.remove_node(other.node))
+
 
 cluster_ops = st.one_of(
     st.tuples(st.just("local"), st.integers(0, 2), local_ops),
@@ -574,23 +596,7 @@ def test_client_views_built_from_diffs_always_equal_the_lists(size: int, ops: li
     """Diff soundness, with lost deltas, resyncs and removed nodes thrown in."""
     cluster = Cluster.boot(size)
     for op in ops:
-        if op[0] == "local":
-            cluster.local(op[1] % size, op[2])
-            continue
-        sender, receiver = op[1] % size, op[2] % size
-        if sender == receiver:
-            continue
-        state, other = cluster.states[receiver], cluster.states[sender]
-        if op[0] == "deliver":
-            cluster.deliver(sender, receiver)
-        elif op[0] == "drop":
-            queue = cluster.links[(sender, receiver)]
-            if queue:
-                queue.pop(0)
-        elif op[0] == "resync":
-            cluster.see(receiver, state.replace_node(other.node, *snapshot_wire(other)))
-        else:
-            cluster.see(receiver, state.remove_node(other.node))
+        cluster.step(op)
     # heal: a full sync of every node everywhere makes everything converge again
     cluster.links = {link: [] for link in cluster.links}
     for receiver, state in enumerate(cluster.states):
