@@ -287,6 +287,8 @@ class Settings:
                 f"SWITCHBOARD_PROFILE must be one of {', '.join(PROFILES)}, got {self.profile!r}"
             )
         settings = self
+        if settings.secret and not settings.secret.strip():
+            raise ConfigError("SWITCHBOARD_SECRET is only whitespace")
         if not settings.secret:
             if settings.profile == "dev":
                 settings = replace(settings, secret=DEV_SECRET)
@@ -294,19 +296,34 @@ class Settings:
                 settings = replace(settings, secret=secrets.token_urlsafe(32))
             else:
                 raise ConfigError("SWITCHBOARD_SECRET must be set in the prod profile")
-        if settings.profile == "prod":
-            if settings.secret == DEV_SECRET or len(settings.secret) < 32:
-                raise ConfigError(
-                    "SWITCHBOARD_SECRET must be a non-default secret of 32+ characters in prod"
-                )
-            if not settings.allowed_origins:
-                raise ConfigError("SWITCHBOARD_ALLOWED_ORIGINS must be set in the prod profile")
         for name in ("connect_rate", "join_rate", "push_rate", "http_rate"):
             settings.rate(name)  # raises ConfigError if malformed
         settings._check_values()
+        if settings.profile == "prod":
+            settings._check_prod()
         if settings.max_frame_size < 1024:
             raise ConfigError("SWITCHBOARD_MAX_FRAME_SIZE must be at least 1024 bytes")
         return settings
+
+    def _check_prod(self) -> None:
+        """What would make a public node open to anyone: refused in the prod profile."""
+        if self.secret == DEV_SECRET or len(self.secret.strip()) < 32:
+            raise ConfigError(
+                "SWITCHBOARD_SECRET must be a non-default secret of 32+ characters "
+                "(not counting surrounding whitespace) in prod"
+            )
+        if not self.allowed_origins:
+            raise ConfigError("SWITCHBOARD_ALLOWED_ORIGINS must be set in the prod profile")
+        if "*" in self.allowed_origins:
+            raise ConfigError(
+                "SWITCHBOARD_ALLOWED_ORIGINS must list origins in prod; '*' would allow any"
+            )
+        for proxy in self.trusted_proxies:
+            if ipaddress.ip_network(proxy, strict=False).prefixlen == 0:
+                raise ConfigError(
+                    f"SWITCHBOARD_TRUSTED_PROXIES: {proxy!r} trusts every address in prod, so "
+                    "any client could choose the address its limits count against"
+                )
 
     def _check_values(self) -> None:
         """Values that parse but cannot work fail here, naming their variable."""

@@ -88,6 +88,27 @@ def test_a_complete_prod_configuration_is_accepted() -> None:
             "SWITCHBOARD_ALLOWED_ORIGINS",
             id="blank origins",
         ),
+        pytest.param(
+            {"SWITCHBOARD_ALLOWED_ORIGINS": "https://app.example,*"},
+            "SWITCHBOARD_ALLOWED_ORIGINS",
+            id="any origin",
+        ),
+        pytest.param({"SWITCHBOARD_SECRET": " " * 40}, "SWITCHBOARD_SECRET", id="blank secret"),
+        pytest.param(
+            {"SWITCHBOARD_SECRET": " " * 20 + "x" * 20},
+            "SWITCHBOARD_SECRET",
+            id="secret padded with spaces",
+        ),
+        pytest.param(
+            {"SWITCHBOARD_TRUSTED_PROXIES": "10.0.0.1,0.0.0.0/0"},
+            "SWITCHBOARD_TRUSTED_PROXIES",
+            id="every IPv4 address a proxy",
+        ),
+        pytest.param(
+            {"SWITCHBOARD_TRUSTED_PROXIES": "::/0"},
+            "SWITCHBOARD_TRUSTED_PROXIES",
+            id="every IPv6 address a proxy",
+        ),
     ],
 )
 def test_the_prod_profile_refuses_to_start_and_names_the_variable(
@@ -98,6 +119,12 @@ def test_the_prod_profile_refuses_to_start_and_names_the_variable(
     with pytest.raises(ConfigError) as refused:
         Settings.from_env(environ)
     assert variable in str(refused.value)
+
+
+@pytest.mark.parametrize("profile", ["dev", "test"])
+def test_a_secret_of_only_whitespace_is_refused_in_every_profile(profile: str) -> None:
+    with pytest.raises(ConfigError, match="SWITCHBOARD_SECRET"):
+        Settings.from_env({"SWITCHBOARD_PROFILE": profile, "SWITCHBOARD_SECRET": "   "})
 
 
 def test_the_prod_profile_from_the_command_line_flag_is_checked_too() -> None:
