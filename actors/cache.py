@@ -5,8 +5,12 @@ handed out by reference (pykka copies nothing), so store immutable values — by
 tuples, frozen dataclasses.
 
 Replies: ``CacheGet`` → the value or ``None`` on a miss (so ``None`` cannot be stored);
-``CachePut`` → ``None``; ``CacheDelete`` → whether the key was present;
+``CachePut`` → whether it was stored; ``CacheDelete`` → whether the key was present;
 ``CacheInvalidatePrefix`` → how many keys went; ``CacheStats`` → ``CacheStatsReply``.
+
+Bounds: at most ``max_size`` entries and ``max_bytes`` bytes (keys and values; ``str`` and
+``bytes`` by length, other values by their shallow ``sys.getsizeof``); the least recently
+used entries go first. A value that alone exceeds ``max_bytes`` is not stored.
 
 Cluster invalidation: ``on_invalidate(kind, key_or_prefix)`` runs after a local
 ``CacheDelete`` ("delete") or ``CacheInvalidatePrefix`` ("prefix") whose ``propagate`` is
@@ -18,6 +22,7 @@ The callback runs on the actor's thread and must not block.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -88,12 +93,15 @@ class CacheStatsReply:
     evictions: int
     max_size: int
     expirations: int = 0
+    bytes: int = 0
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
 class _Entry:
     value: Any
     expires_at: float | None
+    size: int
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -106,6 +114,7 @@ class CacheActor(SupervisedActor):
         self,
         max_size: int = 10_000,
         *,
+        max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_invalidate: Callable[[InvalidateKind, str], None] | None = None,
         sweep_interval: float = 60.0,
@@ -113,7 +122,11 @@ class CacheActor(SupervisedActor):
         super().__init__()
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes}")
         self._max_size = max_size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._on_invalidate = on_invalidate
         self._sweep_interval = sweep_interval
@@ -129,17 +142,16 @@ class CacheActor(SupervisedActor):
             case CacheGet(key=key):
                 return self._get(key, now)
             case CachePut(key=key, value=value, ttl=ttl):
-                self._put(key, value, None if ttl is None else now + ttl)
-                return None
+                return self._put(key, value, None if ttl is None else now + ttl)
             case CacheDelete(key=key, propagate=propagate):
-                present = self._entries.pop(key, None) is not None
+                present = self._remove(key) is not None
                 if propagate:
                     self._invalidated("delete", key)
                 return present
             case CacheInvalidatePrefix(prefix=prefix, propagate=propagate):
                 doomed = [key for key in self._entries if key.startswith(prefix)]
                 for key in doomed:
-                    del self._entries[key]
+                    self._remove(key)
                 if propagate:
                     self._invalidated("prefix", prefix)
                 return len(doomed)
@@ -151,13 +163,15 @@ class CacheActor(SupervisedActor):
                     evictions=self._evictions,
                     max_size=self._max_size,
                     expirations=self._expirations,
+                    bytes=self._bytes,
+                    max_bytes=self._max_bytes,
                 )
         return super().on_receive(message)
 
     def _get(self, key: str, now: float) -> Any:
         entry = self._entries.get(key)
         if entry is not None and entry.expired(now):
-            del self._entries[key]
+            self._remove(key)
             self._expirations += 1
             entry = None
         if entry is None:
@@ -167,18 +181,32 @@ class CacheActor(SupervisedActor):
         self._hits += 1
         return entry.value
 
-    def _put(self, key: str, value: Any, expires_at: float | None) -> None:
-        self._entries[key] = _Entry(value, expires_at)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_size:
-            self._entries.popitem(last=False)
+    def _put(self, key: str, value: Any, expires_at: float | None) -> bool:
+        size = _size(key) + _size(value)
+        if self._max_bytes is not None and size > self._max_bytes:
+            logger.warning("cache: %d bytes for %r exceed the whole cache; not stored", size, key)
+            return False
+        self._remove(key)
+        self._entries[key] = _Entry(value, expires_at, size)
+        self._bytes += size
+        while len(self._entries) > self._max_size or (
+            self._max_bytes is not None and self._bytes > self._max_bytes
+        ):
+            self._remove(next(iter(self._entries)))
             self._evictions += 1
+        return True
+
+    def _remove(self, key: str) -> _Entry | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+        return entry
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
         expired = [key for key, entry in self._entries.items() if entry.expired(now)]
         for key in expired:
-            del self._entries[key]
+            self._remove(key)
         self._expirations += len(expired)
 
     def _invalidated(self, kind: InvalidateKind, key_or_prefix: str) -> None:
@@ -188,3 +216,9 @@ class CacheActor(SupervisedActor):
             self._on_invalidate(kind, key_or_prefix)
         except Exception:
             logger.exception("cache on_invalidate callback failed")
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    return sys.getsizeof(value)

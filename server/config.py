@@ -248,6 +248,20 @@ class Settings:
             "help": "log handle_in calls slower than this (ms)",
         },
     )
+    cache_max_value: int = field(
+        default=256 * 1024,
+        metadata={
+            "env": "SWITCHBOARD_CACHE_MAX_VALUE",
+            "help": "largest value PUT /api/cache/{key} stores, bytes (over: 413)",
+        },
+    )
+    cache_max_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={
+            "env": "SWITCHBOARD_CACHE_MAX_BYTES",
+            "help": "bytes the node's cache holds; least recently used entries go first",
+        },
+    )
     api_key: str = field(
         default="",
         repr=False,
@@ -345,11 +359,19 @@ class Settings:
                 raise bad(
                     "trusted_proxies", f"{proxy!r} is not an address or CIDR network"
                 ) from None
-        for name in ("max_channels", "outbox_limit", "user_socket_limit", "flood_disconnect"):
+        for name in (
+            "max_channels",
+            "outbox_limit",
+            "user_socket_limit",
+            "flood_disconnect",
+            "cache_max_value",
+        ):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         if self.history_size < 0:
             raise bad("history_size", "must be 0 (off) or more")
+        if self.cache_max_bytes < self.cache_max_value:
+            raise bad("cache_max_bytes", "must be at least SWITCHBOARD_CACHE_MAX_VALUE")
         for name in (
             "idle_timeout",
             "close_timeout",

@@ -38,7 +38,11 @@ class ActorTree:
             [
                 ChildSpec(
                     "cache",
-                    lambda: CacheActor.start(max_size=10_000, on_invalidate=self._invalidated),
+                    lambda: CacheActor.start(
+                        max_size=10_000,
+                        max_bytes=settings.cache_max_bytes,
+                        on_invalidate=self._invalidated,
+                    ),
                 ),
                 ChildSpec("limiter", lambda: LimiterActor.start(buckets, clock=time.monotonic)),
                 ChildSpec("presence", lambda: PresenceActor.start(node)),

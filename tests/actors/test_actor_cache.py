@@ -161,3 +161,38 @@ def test_a_crashed_cache_is_restarted_empty_by_its_supervisor(supervise, events)
     events.wait_for("restart", "cache")
 
     assert supervisor.get("cache").ask(CacheGet("k"), timeout=2) is None
+
+
+def test_the_least_recently_used_entries_are_evicted_to_stay_within_the_byte_budget(start_cache):
+    cache = start_cache(max_bytes=1000)
+    for name in "abc":
+        put(cache, name, "x" * 299)  # 300 bytes with its key
+    get(cache, "a")  # now b is the least recently used
+    put(cache, "d", "x" * 299)
+
+    assert [get(cache, name) is not None for name in "abcd"] == [True, False, True, True]
+    stats = cache.ask(CacheStats(), timeout=2)
+    assert (stats.bytes, stats.max_bytes, stats.evictions) == (900, 1000, 1)
+
+
+def test_a_value_larger_than_the_whole_budget_is_not_stored_and_evicts_nothing(start_cache):
+    cache = start_cache(max_bytes=1000)
+    put(cache, "small", "v")
+    assert cache.ask(CachePut("huge", b"x" * 1000), timeout=2) is False
+
+    assert get(cache, "huge") is None
+    assert get(cache, "small") == "v"
+
+
+def test_replacing_or_removing_entries_gives_their_bytes_back(start_cache, clock):
+    cache = start_cache(max_bytes=1000)
+    put(cache, "k", "x" * 500)
+    put(cache, "k", "x" * 100)
+    put(cache, "gone", "x" * 100, ttl=1)
+    cache.ask(CacheDelete("nothing"), timeout=2)
+    clock.advance(2)
+    get(cache, "gone")  # expired: removed on read
+    put(cache, "p:1", "x")
+    cache.ask(CacheInvalidatePrefix("p:"), timeout=2)
+
+    assert cache.ask(CacheStats(), timeout=2).bytes == 101

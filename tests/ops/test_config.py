@@ -174,6 +174,8 @@ def test_a_malformed_value_gives_a_config_error_naming_the_variable(
         ("SWITCHBOARD_PUBSUB_URL", "ftp://example.com"),
         ("SWITCHBOARD_HISTORY_SIZE", "-1"),
         ("SWITCHBOARD_HISTORY_TTL", "0"),
+        ("SWITCHBOARD_CACHE_MAX_VALUE", "0"),
+        ("SWITCHBOARD_CACHE_MAX_BYTES", "1000"),  # under the largest value
     ],
 )
 def test_a_value_that_parses_but_cannot_work_gives_a_config_error_naming_the_variable(
