@@ -30,8 +30,9 @@ RESERVED_EVENTS = frozenset(
     {PHX_JOIN, PHX_LEAVE, PHX_REPLY, PHX_ERROR, PHX_CLOSE, HEARTBEAT}
     | {"presence_state", "presence_diff"}
 )
-#: Topics the nodes use among themselves (presence replication, cache, stats).
-INTERNAL_TOPIC_PREFIX = "switchboard:"
+#: Topics the nodes use among themselves (presence replication, cache, stats) and the admin
+#: dashboard's: what arrives there is trusted as coming from a node.
+INTERNAL_TOPIC_PREFIXES = ("switchboard:", "admin:")
 
 Payload = dict[str, Any] | bytes
 Frame = str | bytes
@@ -152,8 +153,8 @@ def broadcast_problems(topic: object, event: object, payload: object) -> list[st
     problems = []
     if not isinstance(topic, str) or not 0 < len(topic.encode()) <= 255:
         problems.append("topic must be a string of 1 to 255 bytes")
-    elif topic.startswith(INTERNAL_TOPIC_PREFIX):
-        problems.append(f"topics starting with {INTERNAL_TOPIC_PREFIX!r} are internal")
+    elif topic.startswith(INTERNAL_TOPIC_PREFIXES):
+        problems.append(f"topic {topic!r} is internal to the nodes")
     if not isinstance(event, str) or not 0 < len(event.encode()) <= 255:
         problems.append("event must be a string of 1 to 255 bytes")
     elif event in RESERVED_EVENTS:

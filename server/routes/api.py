@@ -18,14 +18,49 @@ from switchboard.actors.bridge import ask
 from switchboard.actors.cache import CacheDelete, CacheGet, CacheInvalidatePrefix, CachePut
 from switchboard.actors.errors import ActorError
 from switchboard.server.auth import issue_token
-from switchboard.server.codec import broadcast_problems
+from switchboard.server.codec import INTERNAL_TOPIC_PREFIXES, broadcast_problems
 from switchboard.server.node import Node
 from switchboard.server.pubsub import Unavailable
 from switchboard.server.security import bearer_matches
 
+#: A cache PUT body is ``{"value": ..., "ttl": ...}``: the value's limit plus this much.
+CACHE_ENVELOPE = 1024
+
 
 def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, read as it arrives and given up on as soon as it passes ``limit``
+    bytes: a client announcing or sending more costs us ``limit`` bytes, not what it sent."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _encodable(value: Any) -> bool:
+    """orjson refuses to encode what nests deeper than 254 levels (it decodes up to 1024)."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _internal(topic: str) -> bool:
+    return topic.startswith(INTERNAL_TOPIC_PREFIXES)
 
 
 def _unauthorized(request: Request, key: str, what: str) -> Response | None:
@@ -50,7 +85,11 @@ async def broadcast(request: Request) -> Response:
     refusal = _unauthorized(request, node.settings.api_key, "the broadcast API")
     if refusal is not None:
         return refusal
-    parsed = parse_broadcast(await request.body(), node.settings.max_frame_size)
+    try:
+        body = await _body(request, node.settings.max_frame_size)
+    except _TooLarge:
+        return _error(413, f"body over {node.settings.max_frame_size} bytes")
+    parsed = parse_broadcast(body, node.settings.max_frame_size)
     if isinstance(parsed, Response):
         return parsed
     topic, event, payload = parsed
@@ -74,6 +113,8 @@ def parse_broadcast(body: bytes, max_size: int) -> tuple[str, str, dict[str, Any
         return _error(422, 'body must be a JSON object {"topic", "event", "payload"}')
     topic, event, payload = data.get("topic"), data.get("event"), data.get("payload", {})
     problems = broadcast_problems(topic, event, payload)
+    if isinstance(payload, dict) and not _encodable(payload):
+        problems.append("payload nests too deeply to encode (at most 254 levels)")
     if problems:
         return JSONResponse({"error": "invalid broadcast", "problems": problems}, status_code=422)
     assert isinstance(topic, str) and isinstance(event, str) and isinstance(payload, dict)
@@ -87,6 +128,8 @@ async def presence_of_topic(request: Request) -> Response:
     if refusal is not None:
         return refusal
     topic = request.path_params["topic"]
+    if _internal(topic):
+        return _error(422, f"topic {topic!r} is internal to the nodes")
     if node.presence is None:
         return _error(404, "presence is off on this node")
     try:
@@ -118,8 +161,11 @@ async def cache_entry(request: Request) -> Response:
             else:
                 removed = int(bool(await ask(target, CacheDelete(key), timeout=timeout)))
             return JSONResponse({"removed": removed})
+        limit = node.settings.cache_max_value
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await _body(request, limit + CACHE_ENVELOPE))
+        except _TooLarge:
+            return _error(413, f"value over {limit} bytes")
         except orjson.JSONDecodeError:
             return _error(400, "body is not valid JSON")
         ttl = body.get("ttl") if isinstance(body, dict) else None
@@ -129,7 +175,13 @@ async def cache_entry(request: Request) -> Response:
             isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0
         ):
             return _error(422, "ttl must be a positive number of seconds or null")
-        await ask(target, CachePut(key, orjson.dumps(body["value"]).decode(), ttl), timeout=timeout)
+        try:
+            value = orjson.dumps(body["value"])
+        except TypeError:
+            return _error(422, "value nests too deeply to encode (at most 254 levels)")
+        if len(value) > limit:
+            return _error(413, f"value over {limit} bytes")
+        await ask(target, CachePut(key, value.decode(), ttl), timeout=timeout)
         return JSONResponse({"key": key}, status_code=201)
     except ActorError as exc:
         return _error(503, f"cache unavailable: {exc}")

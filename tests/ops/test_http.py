@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ from tests.support.processes import ServerProcess
 API_KEY = unique("http-api-key-" + "k" * 16)
 ADMIN_TOKEN = unique("http-admin-token-" + "a" * 16)
 MAX_FRAME = 4096
+CACHE_MAX_VALUE = 2048
 PROD_SECRET = os.urandom(20).hex()  # 40 characters
 GOOD_ORIGIN = "http://ok.example"
 EXPECTED_HEADERS = {
@@ -37,6 +39,7 @@ def server() -> Iterator[ServerProcess]:
         "SWITCHBOARD_API_KEY": API_KEY,
         "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
         "SWITCHBOARD_MAX_FRAME_SIZE": str(MAX_FRAME),
+        "SWITCHBOARD_CACHE_MAX_VALUE": str(CACHE_MAX_VALUE),
         "SWITCHBOARD_HTTP_RATE": "1000,1000",
         "SWITCHBOARD_CONNECT_RATE": "1000,1000",
     }
@@ -254,6 +257,40 @@ def test_a_broadcast_body_over_the_max_frame_size_is_413(server: ServerProcess) 
     assert str(MAX_FRAME) in over.json()["error"]
 
 
+def test_a_broadcast_announcing_a_body_over_the_limit_is_413_before_any_of_it_is_sent(
+    server: ServerProcess,
+) -> None:
+    head = (
+        "POST /api/broadcast HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Length: 300000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+
+
+def test_a_nested_payload_too_deep_to_encode_is_422_json_and_names_the_payload(
+    server: ServerProcess,
+) -> None:
+    payload = '{"a":' + "[" * 300 + "]" * 300 + "}"
+    body = f'{{"topic": "room:deep", "event": "e", "payload": {payload}}}'
+    response = _api(server, "POST", "/api/broadcast", content=body.encode())
+    assert response.status_code == 422, response.text
+    assert any("payload" in problem for problem in response.json()["problems"])
+
+
+@pytest.mark.parametrize("topic", ["switchboard:presence", "switchboard:cache", "admin:dashboard"])
+def test_the_api_refuses_the_topics_internal_to_the_nodes(
+    server: ServerProcess, topic: str
+) -> None:
+    response = _broadcast(server, {"topic": topic, "event": "e", "payload": {}})
+    assert response.status_code == 422, response.text
+    assert any("internal" in problem for problem in response.json()["problems"])
+    presence = _api(server, "GET", f"/api/presence/{topic}")
+    assert presence.status_code == 422 and "internal" in presence.json()["error"]
+
+
 def test_a_valid_broadcast_is_202_and_reaches_a_client_joined_to_the_topic(
     server: ServerProcess,
 ) -> None:
@@ -353,6 +390,26 @@ def test_the_cache_api_rejects_a_bad_put_with_422(server: ServerProcess, body: A
     assert response.status_code == 422, response.text
     assert "error" in response.json()
     assert _api(server, "GET", f"/api/cache/{key}").status_code == 404, "nothing was stored"
+
+
+def test_the_cache_api_stores_a_value_up_to_its_limit_and_refuses_a_larger_one_with_413(
+    server: ServerProcess,
+) -> None:
+    key = unique("ops:big")
+    at_limit = "v" * (CACHE_MAX_VALUE - 2)  # two bytes of JSON quotes
+    assert _api(server, "PUT", f"/api/cache/{key}", json={"value": at_limit}).status_code == 201
+    over = _api(server, "PUT", f"/api/cache/{key}", json={"value": at_limit + "v"})
+    assert over.status_code == 413 and str(CACHE_MAX_VALUE) in over.json()["error"]
+    huge = _api(server, "PUT", f"/api/cache/{key}", json={"value": "v" * 1_000_000})
+    assert huge.status_code == 413
+    assert _api(server, "GET", f"/api/cache/{key}").json()["value"] == at_limit
+
+
+def test_the_cache_api_refuses_a_value_too_deep_to_encode_with_422(server: ServerProcess) -> None:
+    key = unique("ops:deep")
+    body = '{"value": ' + "[" * 300 + "]" * 300 + "}"
+    response = _api(server, "PUT", f"/api/cache/{key}", content=body.encode())
+    assert response.status_code == 422 and "deep" in response.json()["error"]
 
 
 def test_the_cache_api_rejects_a_put_that_is_not_json_with_400(server: ServerProcess) -> None:
