@@ -395,16 +395,21 @@ class ChannelServer:
             for event, frame in held:
                 self.deliver(event, frame)
         else:
-            self.state = STOPPED
             self.node.pubsub.unsubscribe(self.topic, self)
+            if self.state != STOPPED:  # not superseded: the ok reply could not be encoded
+                logger.error(
+                    "join of %s replied with a response that cannot be encoded", self.topic
+                )
+                await self._stop("join_failed")
 
     async def _after(self, result: Any, ref: str | None, where: str) -> None:
         if result is None or result is NOREPLY:
             return
         if isinstance(result, Reply):
-            self.socket.protocol.reply(
+            if not self.socket.protocol.reply(
                 self.topic, self.join_ref, ref, result.status, result.response
-            )
+            ):
+                logger.error("%s of %s returned a reply that cannot be encoded", where, self.topic)
         elif isinstance(result, Stop):
             final = (ref, result.reply.status, result.reply.response) if result.reply else None
             await self._stop(result.reason, crashed=not result.is_normal, final_reply=final)

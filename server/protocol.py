@@ -23,6 +23,8 @@ from switchboard.server.errors import ProtocolError, UnsupportedVersion
 
 DEFAULT_MAX_CHANNELS = 100
 DEFAULT_MAX_FRAME_SIZE = 1024 * 1024
+#: The response sent in place of one that cannot be encoded as JSON.
+UNENCODABLE = {"reason": "unencodable_reply"}
 
 
 def negotiate_version(vsn: str | None) -> str:
@@ -176,14 +178,18 @@ class SocketProtocol:
     # -- outcomes reported by the driver ---------------------------------------------------
 
     def join_succeeded(self, topic: str, join_ref: str, ref: str | None, response: Payload) -> bool:
-        """Reply ok to a join. Returns False if the join was superseded meanwhile."""
+        """Reply ok to a join. Returns False if the join was superseded meanwhile, or if
+        ``response`` could not be encoded (the client got an error: the join failed)."""
         channel = self._current(topic, join_ref)
         if channel is None:
             return False
-        channel.joined = True
-        self._reply(join_ref, ref, topic, "ok", response)
+        encoded = self._reply(join_ref, ref, topic, "ok", response)
+        if encoded:
+            channel.joined = True
+        else:
+            del self._channels[topic]
         self._close_replaced(topic)
-        return True
+        return encoded
 
     def join_failed(self, topic: str, join_ref: str, ref: str | None, response: Payload) -> None:
         """Reply error to a join (refused or crashed); the topic is free again."""
@@ -194,10 +200,13 @@ class SocketProtocol:
 
     def reply(
         self, topic: str, join_ref: str, ref: str | None, status: str, response: Payload
-    ) -> None:
-        """Reply to a push, unless its channel is gone (the client would drop it anyway)."""
-        if self._current(topic, join_ref) is not None:
-            self._reply(join_ref, ref, topic, status, response)
+    ) -> bool:
+        """Reply to a push, unless its channel is gone (the client would drop it anyway).
+        False if ``response`` could not be encoded and the error ``unencodable_reply`` went
+        instead."""
+        if self._current(topic, join_ref) is None:
+            return True
+        return self._reply(join_ref, ref, topic, status, response)
 
     def push(self, topic: str, join_ref: str, event: str, payload: Payload) -> None:
         """Push from a channel to its client, only once the join reply went out."""
@@ -261,8 +270,14 @@ class SocketProtocol:
 
     def _reply(
         self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Payload
-    ) -> None:
-        self._frames.append(codec.encode_reply(join_ref, ref, topic, status, response))
+    ) -> bool:
+        try:
+            frame = codec.encode_reply(join_ref, ref, topic, status, response)
+        except TypeError:  # a type JSON has not, or nesting deeper than orjson encodes (254)
+            self._frames.append(codec.encode_reply(join_ref, ref, topic, "error", UNENCODABLE))
+            return False
+        self._frames.append(frame)
+        return True
 
     def _close_replaced(self, topic: str) -> None:
         old_join_ref = self._closing.pop(topic, None)

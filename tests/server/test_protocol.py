@@ -388,6 +388,33 @@ def test_a_stop_with_a_final_reply_sends_the_reply_then_phx_close() -> None:
     assert (out[1][0], out[1][3]) == ("4", "phx_close")
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param({"set": {1, 2}}, id="a type JSON has not"),
+        pytest.param(json.loads("[" * 300 + "]" * 300), id="nested deeper than 254"),
+    ],
+)
+def test_a_reply_that_cannot_be_encoded_becomes_an_error_reply_and_the_channel_stays(
+    response: Any,
+) -> None:
+    protocol = make()
+    joined(protocol, "room:a", "4")
+    assert protocol.reply("room:a", "4", "7", "ok", response) is False
+    assert frames(protocol) == [["4", "7", "room:a", "phx_reply", error("unencodable_reply")]]
+    assert protocol.reply("room:a", "4", "8", "ok", {"fine": True}) is True
+    assert protocol.joined_topics() == {"room:a": "4"}
+
+
+def test_a_join_whose_ok_reply_cannot_be_encoded_fails_with_an_error_reply() -> None:
+    protocol = make()
+    send(protocol, "4", "4", "room:a", "phx_join", {})
+    protocol.events_received()
+    assert protocol.join_succeeded("room:a", "4", "4", {"set": {1}}) is False
+    assert frames(protocol) == [["4", "4", "room:a", "phx_reply", error("unencodable_reply")]]
+    assert protocol.joined_topics() == {}
+
+
 def test_a_crash_sends_phx_error_with_the_join_ref_and_reason_channel_crash() -> None:
     protocol = make()
     joined(protocol, "room:a", "4")
