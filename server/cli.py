@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket as pysocket
 import sys
 from collections.abc import Sequence
@@ -95,25 +96,49 @@ def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
 
     import uvicorn
 
-    from switchboard.server import logs
+    from switchboard.server import guard, logs
     from switchboard.server.demo import DemoSocket
     from switchboard.server.endpoint import Endpoint
 
+    fds = guard.raise_fd_limit()  # before anything opens: listeners, Redis, clients
     family = pysocket.AF_INET6 if ":" in settings.host else pysocket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose listener
     # says so, and without it Nagle holds back the second of two small frames by ~40 ms.
     sock = pysocket.socket(family, pysocket.SOCK_STREAM, pysocket.IPPROTO_TCP)
     sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
-    sock.listen(2048)  # connections queue from now on, before uvicorn's first accept
+    sock.listen(guard.LISTEN_BACKLOG)  # connections queue from now on, before the first accept
     settings = dataclasses.replace(settings, port=sock.getsockname()[1])
 
     endpoint = Endpoint(socket_class or DemoSocket, settings=settings)
     app = endpoint.app
     logs.configure(settings.log_level, endpoint.node.id)
+    connections = guard.guard_for(settings, fds)
+    parser = guard.http_parser(settings)
+    http_protocol, ws_protocol = guard.protocols(connections, parser)
+    logging.getLogger("switchboard.guard").info(
+        "open-file limit %d (was %d, hard limit %d); at most %d connections, %s per client "
+        "address; requests must arrive within %.0f s; HTTP parser %s",
+        fds.soft,
+        fds.was,
+        fds.hard,
+        connections.max_connections,
+        connections.max_per_address or "any number",
+        connections.request_timeout,
+        parser,
+        extra={
+            "event": "limits",
+            "fd_limit": fds.soft,
+            "max_connections": connections.max_connections,
+        },
+    )
+    app.state.metrics.watch(connections)
     config = uvicorn.Config(
         app,
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
+        h11_max_incomplete_event_size=settings.max_request_head,
+        backlog=guard.accept_batch(fds),  # per round of accepts; the runner restores the queue
         ws_max_size=settings.max_frame_size,
         ws_per_message_deflate=settings.compression,
         lifespan="on",
@@ -126,7 +151,7 @@ def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
     )
     from switchboard.server.runner import DrainingServer
 
-    DrainingServer(config, endpoint.node).run(sockets=[sock])
+    DrainingServer(config, endpoint.node, connections).run(sockets=[sock])
     return 0
 
 

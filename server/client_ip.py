@@ -28,6 +28,11 @@ def _is_trusted(address: str, networks: Iterable[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
+def is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
+    """Whether ``address`` is one of the ``trusted`` proxies (addresses or CIDR networks)."""
+    return bool(trusted) and _is_trusted(address, _networks(trusted))
+
+
 def client_ip(scope: Mapping[str, Any], trusted: tuple[str, ...]) -> str:
     client = scope.get("client")
     peer = client[0] if client else "unknown"

@@ -138,6 +138,43 @@ class Settings:
         },
     )
 
+    request_timeout: float = field(
+        default=10.0,
+        metadata={
+            "env": "SWITCHBOARD_REQUEST_TIMEOUT",
+            "help": "seconds for a request to arrive or a WebSocket handshake to complete "
+            "(idle connections too); then 408 and close",
+        },
+    )
+    max_request_head: int = field(
+        default=16 * 1024,
+        metadata={
+            "env": "SWITCHBOARD_MAX_REQUEST_HEAD",
+            "help": "largest request line plus headers, bytes (over: 414/431)",
+        },
+    )
+    max_connections: int = field(
+        default=0,
+        metadata={
+            "env": "SWITCHBOARD_MAX_CONNECTIONS",
+            "help": "open TCP connections in all (over: 503); 0: the open-file limit less a "
+            "reserve of 10% (at least 32)",
+        },
+    )
+    max_connections_per_ip: int = field(
+        default=256,
+        metadata={
+            "env": "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+            "help": "open connections per client IP (over: 429; off with SWITCHBOARD_LIMITS)",
+        },
+    )
+    http_parser: str = field(
+        default="auto",
+        metadata={
+            "env": "SWITCHBOARD_HTTP_PARSER",
+            "help": "auto (httptools if installed, else h11), h11 or httptools",
+        },
+    )
     user_socket_limit: int = field(
         default=5,
         metadata={"env": "SWITCHBOARD_USER_SOCKET_LIMIT", "help": "concurrent sockets per user"},
@@ -365,14 +402,22 @@ class Settings:
             "user_socket_limit",
             "flood_disconnect",
             "cache_max_value",
+            "max_connections_per_ip",
         ):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         if self.history_size < 0:
             raise bad("history_size", "must be 0 (off) or more")
+        if self.max_connections < 0:
+            raise bad("max_connections", "must be 0 (from the open-file limit) or more")
+        if self.max_request_head < 1024:
+            raise bad("max_request_head", "must be at least 1024 bytes")
+        if self.http_parser not in ("auto", "h11", "httptools"):
+            raise bad("http_parser", "must be auto, h11 or httptools")
         if self.cache_max_bytes < self.cache_max_value:
             raise bad("cache_max_bytes", "must be at least SWITCHBOARD_CACHE_MAX_VALUE")
         for name in (
+            "request_timeout",
             "idle_timeout",
             "close_timeout",
             "presence_window",

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from switchboard.server import telemetry
 
 if TYPE_CHECKING:
+    from switchboard.server.guard import ConnectionGuard
     from switchboard.server.node import Node
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
@@ -113,6 +114,41 @@ def _counter(name: str, doc: str, node: str, value: float) -> CounterMetricFamil
     return family
 
 
+class _GuardCollector:
+    def __init__(self, guard: ConnectionGuard, node: str) -> None:
+        self.guard = guard
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        guard, node = self.guard, self.node
+        yield _gauge(
+            "switchboard_tcp_connections",
+            "Open TCP connections (HTTP and WebSocket, any stage).",
+            node,
+            guard.open_connections,
+        )
+        yield _gauge(
+            "switchboard_tcp_connection_limit",
+            "Open TCP connections allowed in all (SWITCHBOARD_MAX_CONNECTIONS).",
+            node,
+            guard.max_connections,
+        )
+        refused = CounterMetricFamily(
+            "switchboard_connections_refused",
+            "Connections refused or closed by a guard, by reason.",
+            labels=["node", "reason"],
+        )
+        for reason, count in sorted(guard.refused.items()):
+            refused.add_metric([node, reason], count)
+        yield refused
+        yield _counter(
+            "switchboard_accept_errors",
+            "accept() calls that failed for want of descriptors or memory.",
+            node,
+            guard.accept_errors,
+        )
+
+
 class NodeMetrics:
     def __init__(self, node: Node) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -125,6 +161,11 @@ class NodeMetrics:
             buckets=FANOUT_BUCKETS,
         )
         node.activity.forward = self.observe_fanout
+        self.node_id = node.id
+
+    def watch(self, guard: ConnectionGuard) -> None:
+        """Report ``guard``'s connection counts too (the node runs under uvicorn)."""
+        self.registry.register(_GuardCollector(guard, self.node_id))  # type: ignore[arg-type]
 
     def observe_fanout(self, topic: str, event: str, subscribers: int, seconds: float) -> None:
         self.fanout.observe(seconds)

@@ -11,25 +11,44 @@ import asyncio
 import logging
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
+from switchboard.server.guard import LISTEN_BACKLOG, ConnectionGuard
 from switchboard.server.node import Node
 
 logger = logging.getLogger("switchboard.runner")
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+    def __init__(
+        self, config: uvicorn.Config, node: Node, guard: ConnectionGuard | None = None
+    ) -> None:
         super().__init__(config)
         self.node = node
+        self.guard = guard
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        if self.guard is not None:
+            previous = loop.get_exception_handler()
+
+            def default(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+                if previous is not None:
+                    previous(loop, context)
+                else:
+                    loop.default_exception_handler(context)
+
+            loop.set_exception_handler(self.guard.exception_handler(default))
         await super().startup(sockets)
+        # asyncio uses one number for the kernel's queue and for how many connections it
+        # accepts at once; the latter is kept small (guard.accept_batch), the queue is not.
+        for sock in sockets or ():
+            sock.listen(LISTEN_BACKLOG)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not calling uvicorn's handler on purpose: it would re-raise the signal after the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -31,22 +31,28 @@ def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class _TooLarge(Exception):
-    pass
+class _Unread(Exception):
+    """The body was not read; ``response`` says why."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, too_large: str) -> bytes:
     """The request body, read as it arrives and given up on as soon as it passes ``limit``
     bytes: a client announcing or sending more costs us ``limit`` bytes, not what it sent."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
+        raise _Unread(_error(413, too_large))
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Unread(_error(413, too_large))
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or closed by the request time limit: nobody to answer
+        raise _Unread(_error(400, "the client went away before sending the body")) from None
     return b"".join(chunks)
 
 
@@ -85,11 +91,12 @@ async def broadcast(request: Request) -> Response:
     refusal = _unauthorized(request, node.settings.api_key, "the broadcast API")
     if refusal is not None:
         return refusal
+    limit = node.settings.max_frame_size
     try:
-        body = await _body(request, node.settings.max_frame_size)
-    except _TooLarge:
-        return _error(413, f"body over {node.settings.max_frame_size} bytes")
-    parsed = parse_broadcast(body, node.settings.max_frame_size)
+        body = await _body(request, limit, f"body over {limit} bytes")
+    except _Unread as unread:
+        return unread.response
+    parsed = parse_broadcast(body, limit)
     if isinstance(parsed, Response):
         return parsed
     topic, event, payload = parsed
@@ -163,9 +170,11 @@ async def cache_entry(request: Request) -> Response:
             return JSONResponse({"removed": removed})
         limit = node.settings.cache_max_value
         try:
-            body = orjson.loads(await _body(request, limit + CACHE_ENVELOPE))
-        except _TooLarge:
-            return _error(413, f"value over {limit} bytes")
+            body = orjson.loads(
+                await _body(request, limit + CACHE_ENVELOPE, f"value over {limit} bytes")
+            )
+        except _Unread as unread:
+            return unread.response
         except orjson.JSONDecodeError:
             return _error(400, "body is not valid JSON")
         ttl = body.get("ttl") if isinstance(body, dict) else None

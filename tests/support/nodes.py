@@ -17,9 +17,11 @@ WAIT = 5.0
 
 
 @contextlib.contextmanager
-def running_node(env: dict[str, str]) -> Iterator[ServerProcess]:
+def running_node(
+    env: dict[str, str], preexec_fn: Callable[[], object] | None = None
+) -> Iterator[ServerProcess]:
     """:func:`running_server`, and on exit wait until the node's stderr pipe is closed."""
-    with running_server(env) as server:
+    with running_server(env, preexec_fn=preexec_fn) as server:
         yield server
     # The log reader closes the node's stderr pipe once the output ends; wait for it so
     # that no unclosed file is left to warn (warnings are errors here).

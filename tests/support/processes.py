@@ -103,10 +103,12 @@ def start_server(
     args: tuple[str, ...] = (),
     cwd: Path | None = None,
     command: Path | None = None,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> ServerProcess:
     """Start ``switchboard serve [args]`` on a free port and return once it is listening.
 
-    ``command`` is the ``switchboard`` to run (default: this venv's), ``cwd`` where it runs.
+    ``command`` is the ``switchboard`` to run (default: this venv's), ``cwd`` where it runs,
+    ``preexec_fn`` what runs in the child before it starts (to lower its limits, say).
     """
     secret = "test-secret-" + os.urandom(8).hex()
     full_env = {
@@ -133,6 +135,7 @@ def start_server(
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd or ROOT,
+        preexec_fn=preexec_fn,
     )
     server = ServerProcess(process, port=0, node="", secret=secret, host=host)
     ready = threading.Event()
