@@ -28,10 +28,15 @@ from pathlib import Path
 from switchboard.server.resources import NGINX_TEMPLATE
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(taken: tuple[int, ...] = ()) -> int:
+    """A port free right now, other than those ``taken`` by what has not bound them yet (the
+    kernel hands a port just released out again)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 def wait_for_port(
@@ -114,7 +119,7 @@ class LocalCluster:
         return self
 
     def start_redis(self) -> None:
-        self.redis_port = self.redis_port or free_port()
+        self.redis_port = self.redis_port or free_port((self.nginx_port,))
         self.redis = subprocess.Popen(
             [
                 find_binary("redis-server"),
@@ -140,7 +145,7 @@ class LocalCluster:
         self.start_redis()
 
     def start_node(self, name: str, port: int = 0) -> Node:
-        port = port or free_port()
+        port = port or free_port((self.nginx_port, self.redis_port))
         env = {
             **os.environ,
             "SWITCHBOARD_PROFILE": "test",
