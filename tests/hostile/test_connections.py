@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.hostile.bystander import bystander
-from tests.hostile.raw import connections, request, settle, watch
+from tests.hostile.tcp import connections, request, settle, watch
 from tests.support.nodes import running_node, unique_user
 from tests.support.processes import ServerProcess
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.hostile.bystander import bystander
-from tests.hostile.raw import connections, request, settle, watch
+from tests.hostile.tcp import connections, request, settle, watch
 from tests.support.nodes import running_node
 
 TIMEOUT = 2.0  # SWITCHBOARD_REQUEST_TIMEOUT: idle attackers are closed after it
