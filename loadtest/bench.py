@@ -86,6 +86,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -900,10 +901,10 @@ def probe_listener(
         if p.startswith(prefix):
             j = p.find(b'"probe":', len(prefix))
             if j >= 0:
-                try:
-                    k = int(p[j + 8 : p.index(b"}", j)])
-                except ValueError:
+                digits = re.match(rb"\d+", p[j + 8 : j + 20])  # the room stamps "user" after it
+                if digits is None:
                     return
+                k = int(digits.group())
                 if k > seen.get(id(cl), 0):
                     seen[id(cl)] = k
             return

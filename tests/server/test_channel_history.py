@@ -8,9 +8,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from switchboard.channels.router import Router
 from switchboard.server.config import Settings
 from switchboard.server.demo import DemoSocket
+from switchboard.server.endpoint import Endpoint
 from switchboard.server.node import Node
 from switchboard.server.pubsub import Position, PubSub, Unavailable
 from switchboard.server.pubsub.history import HistoryRead
@@ -181,5 +184,31 @@ def test_a_channel_owed_broadcasts_that_are_lost_errors_so_its_client_rejoins() 
             "status": "ok",
             "response": {"position": sent[0][4]["response"]["position"], "recovered": True},
         }
+
+    asyncio.run(scenario())
+
+
+def test_an_api_broadcast_a_history_topic_cannot_keep_is_a_503_and_others_still_go_out() -> None:
+    async def scenario() -> None:
+        key = "api-key-for-this-test"
+        settings = Settings.from_env({}, profile="test", api_key=key, presence=False)
+        endpoint = Endpoint(DemoSocket, settings=settings)
+        app = endpoint.app
+        async with app.router.lifespan_context(app):
+            endpoint.node.pubsub.backend.publish_history = lambda *args: False  # type: ignore[method-assign]
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+
+                async def post(topic: str) -> httpx.Response:
+                    body = {"topic": topic, "event": "news", "payload": {}}
+                    auth = {"Authorization": f"Bearer {key}"}
+                    return await client.post("/api/broadcast", json=body, headers=auth)
+
+                refused = await post("room:full")
+                assert refused.status_code == 503, refused.text
+                assert (
+                    refused.headers["retry-after"] == "1" and "room:full" in refused.json()["error"]
+                )
+                assert (await post("test:no-history")).status_code == 202
 
     asyncio.run(scenario())
