@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchboard.server.auth import issue_token
 from switchboard.server.config import Settings
@@ -27,7 +27,7 @@ from switchboard.server.resources import STATIC_DIR, phoenix_js_dir
 from switchboard.server.routes import api, console, health, testing
 from switchboard.server.security import SecurityHeaders
 from switchboard.server.socket import Socket
-from switchboard.server.transport import CaptureTransport
+from switchboard.server.transport import SocketEndpoint, serve_scope
 
 if TYPE_CHECKING:
     from switchboard.server.endpoint import Endpoint
@@ -38,12 +38,26 @@ lifecycle = logging.getLogger("switchboard.lifecycle")
 
 class SwitchboardApp(Starlette):
     """Starlette with the request id and security headers outside its error middleware, so
-    that a 500 carries them too."""
+    that a 500 carries them too; and the sockets in front of it all.
+
+    A socket goes straight to its endpoint: every layer in between (Starlette, its error
+    middleware, the request id, the security headers: none applies to a WebSocket) would
+    keep a suspended frame for the socket's whole life, some KiB per connection.
+    """
 
     hsts = False
+    sockets: dict[str, SocketEndpoint] = {}
 
     def build_middleware_stack(self) -> ASGIApp:
         return SecurityHeaders(RequestId(super().build_middleware_stack()), hsts=self.hsts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            endpoint = self.sockets.get(scope["path"])
+            if endpoint is not None:
+                await serve_scope(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, socket: type[Socket] | None = None) -> Starlette:
@@ -92,10 +106,7 @@ def build_app(endpoint: Endpoint) -> Starlette:
         routes.append(Route("/dev/token", _dev_token))
     if settings.profile == "test":
         routes.extend(testing.routes)
-    middleware = [
-        Middleware(CaptureTransport, sockets=endpoint.sockets),
-        Middleware(HttpRateLimit),
-    ]
+    middleware = [Middleware(HttpRateLimit)]
     app = SwitchboardApp(
         routes=routes,
         lifespan=lifespan,
@@ -103,6 +114,7 @@ def build_app(endpoint: Endpoint) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.hsts = settings.profile == "prod"
+    app.sockets = endpoint.sockets
     app.state.node = node
     app.state.settings = settings
     app.state.metrics = metrics

@@ -239,8 +239,7 @@ class ChannelServer:
             if rest is not None:
                 self._task = asyncio.get_running_loop().create_task(self._resume(rest))
                 return
-        if self._mailbox:
-            self._mailbox.clear()
+        self._mailbox = None  # empty (or stopped): most channels never need it again
         self._busy = False
         if self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)

@@ -364,9 +364,29 @@ def reset(transport: Any) -> None:
 
 
 def release_handshake(protocol: Any) -> None:
-    """uvicorn keeps the handshake's request and response (with all their headers, ~3 KiB)
-    for the connection's life though only the handshake uses them: let them go."""
-    if protocol is not None and getattr(protocol, "handshake_complete", False):
-        for name in ("request", "response"):
-            if getattr(protocol, name, None) is not None:
-                setattr(protocol, name, None)
+    """Let go of the handshake's request and response (all their headers, some KiB), which
+    only the handshake uses: uvicorn keeps both for the connection's life, and websockets'
+    parser generator keeps the request in its frame. The parser is replaced by a fresh one
+    only while it waits for the first byte of a frame (nothing of one has arrived)."""
+    if protocol is None or not getattr(protocol, "handshake_complete", False):
+        return
+    for name in ("request", "response"):
+        if getattr(protocol, name, None) is not None:
+            setattr(protocol, name, None)
+    conn: Any = getattr(protocol, "conn", None)
+    parser: Any = getattr(conn, "parser", None)
+    if callable(getattr(conn, "parse", None)) and _between_frames(parser):
+        fresh = conn.parse()
+        next(fresh)  # to its first wait for data, as websockets primes its own
+        parser.close()
+        conn.parser = fresh
+
+
+def _between_frames(parser: Any) -> bool:
+    """Whether websockets' parser waits for a new frame: the innermost generator it is
+    suspended in is the reader's ``at_eof``, which it asks before each frame."""
+    innermost = parser
+    while getattr(innermost, "gi_yieldfrom", None) is not None:
+        innermost = innermost.gi_yieldfrom
+    code = getattr(innermost, "gi_code", None)
+    return innermost is not parser and getattr(code, "co_name", "") == "at_eof"

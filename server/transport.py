@@ -14,6 +14,7 @@ import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -40,33 +41,6 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     if not allowed or origin is None:
         return True
     return origin.rstrip("/") in allowed or "*" in allowed
-
-
-class CaptureTransport:
-    """Outermost middleware: remember the server's TCP transport for each WebSocket.
-
-    ASGI can close a connection only gracefully, which waits until everything queued has
-    been sent; a client that never reads would then hold its connection (and megabytes of
-    kernel buffers) forever. Where the server's ``send`` is a method of a protocol with an
-    asyncio transport (uvicorn), we keep that transport so a dropped slow consumer can be
-    aborted. Elsewhere we fall back to the graceful close.
-    """
-
-    def __init__(self, app: Any, sockets: dict[str, SocketEndpoint]) -> None:
-        self.app = app
-        self.sockets = sockets
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            capture_server_protocol(scope, receive, send)
-            endpoint = self.sockets.get(scope["path"])
-            if endpoint is not None:
-                # Straight to the endpoint: every layer between here and the route would keep
-                # a suspended frame for the socket's whole life (~4 KiB per connection), and
-                # none of them (HTTP headers, HTTP limits, exception pages) applies to it.
-                await endpoint(WebSocket(scope, receive, send))
-                return
-        await self.app(scope, receive, send)
 
 
 class _Connection:
@@ -153,12 +127,23 @@ class _Connection:
 SocketEndpoint = Callable[[WebSocket], Coroutine[Any, Any, None]]
 
 
-def socket_endpoint(node: Node, socket_class: type[Socket], router: Router) -> SocketEndpoint:
-    """The WebSocket endpoint serving ``socket_class`` (its channels routed by ``router``)."""
+def serve_scope(
+    endpoint: SocketEndpoint, scope: Any, receive: Any, send: Any
+) -> Coroutine[Any, Any, None]:
+    """Serve a WebSocket ASGI ``scope`` with ``endpoint``, for an app that routes its sockets
+    ahead of its middleware."""
+    return endpoint(WebSocket(scope, receive, send))
 
-    async def endpoint(websocket: WebSocket) -> None:
+
+def socket_endpoint(node: Node, socket_class: type[Socket], router: Router) -> SocketEndpoint:
+    """The WebSocket endpoint serving ``socket_class`` (its channels routed by ``router``).
+
+    A plain function returning :func:`serve_socket`'s coroutine: each coroutine layer would
+    stay suspended, and in memory, for the socket's whole life."""
+
+    def endpoint(websocket: WebSocket) -> Coroutine[Any, Any, None]:
         capture_server_protocol(websocket.scope, websocket._receive, websocket._send)
-        await serve_socket(node, socket_class, router, websocket)
+        return serve_socket(node, socket_class, router, websocket)
 
     return endpoint
 
@@ -169,13 +154,18 @@ async def serve_socket(
     """Admit the client (origin, version, connect rate, ``Socket.connect``, per-id limit),
     upgrade, then feed its frames to a :class:`SocketServer` until it goes."""
     settings = node.settings
-    ip = client_ip(websocket.scope, settings.trusted_proxies)
+    scope = websocket.scope
+    ip = client_ip(scope, settings.trusted_proxies)
+    # Read from the scope, not websocket.headers and .query_params: those keep decoded
+    # copies on the WebSocket for the socket's life.
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
     if not node.accepting:
         await _refuse(
             node, websocket, ip, "draining", 503, "node is draining", {"Retry-After": "1"}
         )
         return
-    refusal = _refusal(websocket, settings.allowed_origins)
+    refusal = _refusal(headers.get("origin"), params.get("vsn"), settings.allowed_origins)
     if refusal is not None:
         await _refuse(node, websocket, ip, *refusal)
         return
@@ -188,14 +178,14 @@ async def serve_socket(
         return
     handler = socket_class()
     handler._secret = settings.secret
-    subprotocols = list(websocket.scope.get("subprotocols") or ())
+    subprotocols = list(scope.get("subprotocols") or ())
     info = ConnectInfo(
         address=ip,
-        headers={name: value for name, value in websocket.headers.items()},
-        origin=websocket.headers.get("origin"),
+        headers=headers,
+        origin=headers.get("origin"),
         auth_token=token_from_subprotocols(subprotocols),
     )
-    socket_id, why = await _identify(handler, dict(websocket.query_params), info)
+    socket_id, why = await _identify(handler, params, info)
     if why:
         await _refuse(node, websocket, ip, "unauthorized", 403, why)
         return
@@ -219,8 +209,9 @@ async def serve_socket(
         node.admission.release(admission.serial)
         raise
 
-    protocol = websocket.scope.get(PROTOCOL_KEY)
+    protocol = scope.get(PROTOCOL_KEY)
     direct.release_handshake(protocol)
+    scope["headers"] = []  # read above; the server and Starlette would keep them meanwhile
     logs.socket_id.set(socket_id)  # this task's log lines carry it
     if settings.direct_io:
         write_refusal = direct.refusal(protocol)
@@ -235,12 +226,17 @@ async def serve_socket(
         settings.close_timeout,
         writer.try_write if writer is not None else None,
     )
+    del headers, params, info  # not kept for the socket's life
     socket = SocketServer(
         node, router, admission.serial, handler, socket_id, connection, address=ip
     )
     try:
         if read_refusal is None:
-            await _receive_directly(protocol, socket)
+            reader = direct.DirectReader(protocol, socket.receive, socket.ping_received)
+            reader.install()
+            await reader.ended
+            if reader.error is not None:
+                raise reader.error
         else:
             await _receive_through_asgi(websocket, socket)
     except asyncio.CancelledError:
@@ -249,14 +245,6 @@ async def serve_socket(
     finally:
         connection.closing = True
         socket.connection_lost()
-
-
-async def _receive_directly(protocol: Any, socket: SocketServer) -> None:
-    reader = direct.DirectReader(protocol, socket.receive, socket.ping_received)
-    reader.install()
-    await reader.ended
-    if reader.error is not None:
-        raise reader.error
 
 
 async def _receive_through_asgi(websocket: WebSocket, socket: SocketServer) -> None:
@@ -325,11 +313,13 @@ async def _identify(
     return socket_id, ""
 
 
-def _refusal(websocket: WebSocket, allowed_origins: tuple[str, ...]) -> tuple[str, int, str] | None:
-    if not origin_allowed(websocket.headers.get("origin"), allowed_origins):
-        return "origin", 403, f"origin {websocket.headers.get('origin')!r} not allowed"
+def _refusal(
+    origin: str | None, vsn: str | None, allowed_origins: tuple[str, ...]
+) -> tuple[str, int, str] | None:
+    if not origin_allowed(origin, allowed_origins):
+        return "origin", 403, f"origin {origin!r} not allowed"
     try:
-        negotiate_version(websocket.query_params.get("vsn"))
+        negotiate_version(vsn)
     except UnsupportedVersion as exc:
         return "version", 403, str(exc)
     return None

@@ -324,3 +324,58 @@ def test_each_ping_of_a_read_is_answered_only_if_the_socket_allows_it() -> None:
         assert written == [pong(b"a"), pong(b"ccc"), CLOSE_REPLY]
 
     run(scenario)
+
+
+# -- letting go of the handshake
+
+
+class HandshakenProtocol:
+    """uvicorn's protocol right after the upgrade, around a real websockets ServerProtocol."""
+
+    def __init__(self) -> None:
+        from websockets.server import ServerProtocol
+
+        client = ClientProtocol(parse_uri("ws://127.0.0.1/socket"))
+        client.send_request(client.connect())
+        self.conn = ServerProtocol()
+        self.conn.receive_data(b"".join(client.data_to_send()))
+        [self.request] = self.conn.events_received()
+        self.response = self.conn.accept(self.request)
+        self.conn.send_response(self.response)
+        self.conn.data_to_send()
+        self.handshake_complete = True
+
+
+def test_releasing_the_handshake_drops_the_request_and_frames_still_parse() -> None:
+    from websockets.frames import Frame
+
+    from switchboard.server.direct import release_handshake
+
+    protocol = HandshakenProtocol()
+    request = protocol.request
+    assert request in protocol.conn.parser.gi_frame.f_locals.values()  # kept by the parser
+    release_handshake(protocol)
+    assert protocol.request is None and protocol.response is None  # type: ignore[unreachable]
+    assert request not in protocol.conn.parser.gi_frame.f_locals.values()
+    masked = Frame(Opcode.TEXT, b'["1","1","room:a","phx_join",{}]').serialize(
+        mask=True, extensions=[]
+    )
+    protocol.conn.receive_data(masked[:5])
+    protocol.conn.receive_data(masked[5:])
+    [frame] = protocol.conn.events_received()
+    assert frame.data == b'["1","1","room:a","phx_join",{}]'
+
+
+def test_a_parser_already_inside_a_frame_is_kept() -> None:
+    from websockets.frames import Frame
+
+    from switchboard.server.direct import release_handshake
+
+    protocol = HandshakenProtocol()
+    masked = Frame(Opcode.TEXT, b"[]").serialize(mask=True, extensions=[])
+    protocol.conn.receive_data(masked[:2])  # its header (all read: the buffer is empty)
+    parser = protocol.conn.parser
+    release_handshake(protocol)
+    assert protocol.conn.parser is parser
+    protocol.conn.receive_data(masked[2:])
+    assert [f.data for f in protocol.conn.events_received()] == [b"[]"]
