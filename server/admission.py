@@ -129,17 +129,24 @@ class AdmissionControl:
             logger.warning("connection of %s not in presence yet: %s", socket_id, exc)
 
     def deliver(self, event: str, frame: Frame) -> None:
-        """A ``presence_diff`` of the ``connections`` topic: other nodes' sockets come and go."""
-        if event != "presence_diff":
-            return
-        diff = orjson.loads(frame)[4]
-        for key, presence in diff.get("joins", {}).items():
-            refs = [m["phx_ref"] for m in presence["metas"] if m.get("node") != self.node]
-            if refs:
-                self._remote.setdefault(key, set()).update(refs)
-        for key, presence in diff.get("leaves", {}).items():
-            known = self._remote.get(key)
-            if known is not None:
-                known.difference_update(m["phx_ref"] for m in presence["metas"])
-                if not known:
-                    del self._remote[key]
+        """The ``connections`` topic's ``presence_diff`` (other nodes' sockets come and go) or,
+        after presence lost some diffs, its whole ``presence_state``."""
+        if event == "presence_diff":
+            diff = orjson.loads(frame)[4]
+            for key, presence in diff.get("joins", {}).items():
+                refs = self._others(presence["metas"])
+                if refs:
+                    self._remote.setdefault(key, set()).update(refs)
+            for key, presence in diff.get("leaves", {}).items():
+                known = self._remote.get(key)
+                if known is not None:
+                    known.difference_update(m["phx_ref"] for m in presence["metas"])
+                    if not known:
+                        del self._remote[key]
+        elif event == "presence_state":
+            state = orjson.loads(frame)[4]
+            remote = ((key, self._others(p["metas"])) for key, p in state.items())
+            self._remote = {key: refs for key, refs in remote if refs}
+
+    def _others(self, metas: list[dict[str, Any]]) -> set[str]:
+        return {m["phx_ref"] for m in metas if m.get("node") != self.node}

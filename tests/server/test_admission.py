@@ -12,12 +12,13 @@ from contextlib import ExitStack
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from switchboard.server.admission import AdmissionControl
-from switchboard.server.codec import encode_broadcast
+from switchboard.server.codec import encode_broadcast, encode_push_json
 from switchboard.server.config import Settings
 from switchboard.server.counters import Counters
 from tests.support.nodes import running_node, unique_user
@@ -105,6 +106,26 @@ def test_sockets_on_other_nodes_count_from_the_connections_diffs() -> None:
         assert control.admit_socket("user:1").admitted
         control.deliver("presence_diff", diff({}, {"user:1": [elsewhere]}))  # said twice
         assert control.admit_socket("user:1").status == 403
+
+    run(scenario)
+
+
+def test_a_whole_presence_state_replaces_what_the_diffs_said() -> None:
+    """Presence broadcasts a topic's whole state when it lost diffs (its actor crashed)."""
+
+    async def scenario() -> None:
+        control, _ = admission()
+        control.deliver("presence_diff", diff({"user:1": [{"node": "x:2", "phx_ref": "a"}]}, {}))
+        state = {
+            "user:2": {"metas": [{"node": "x:2", "phx_ref": "b"}, {"node": "y:3", "phx_ref": "c"}]}
+        }
+        frame = encode_push_json(
+            None, "connections", "presence_state", orjson.dumps(state).decode()
+        )
+        control.deliver("presence_state", frame)
+        assert control.admit_socket("user:1").admitted
+        assert control.admit_socket("user:1").admitted, "user:1's entry on x:2 is gone"
+        assert control.admit_socket("user:2").status == 403, "two on other nodes"
 
     run(scenario)
 
