@@ -36,7 +36,8 @@ History and recovery (opt-in: ``history = True``)::
     the server loses broadcasts it owed a joined client (it cannot fill a gap after a
     Redis outage), the channel errors (``phx_error``) so the client rejoins and learns.
     Binary broadcasts have no ``ref`` field in the V2 wire format: they are sent live but
-    not kept. Presence diffs are not history.
+    not kept. Presence diffs are not history. What ``handle_out`` pushes for an
+    intercepted broadcast carries that broadcast's position as its ``ref``.
 
 Example::
 

@@ -64,6 +64,7 @@ class ChannelServer:
         "_presence_synced",
         "_idle_waiter",
         "_held",
+        "_out_ref",
     )
 
     def __init__(
@@ -84,6 +85,8 @@ class ChannelServer:
         self._idle_waiter: asyncio.Future[None] | None = None
         #: While the join waits to be subscribed: broadcasts to send after its reply.
         self._held: list[tuple[str, Frame]] | None = None
+        #: While handle_out runs: the broadcast's position, the ref of what it pushes.
+        self._out_ref: str | None = None
         self.channel = channel_class(topic, socket.info, self)
 
     def __repr__(self) -> str:
@@ -123,7 +126,7 @@ class ChannelServer:
     # -- the ChannelHost interface ---------------------------------------------------------
 
     def push(self, event: str, payload: Payload) -> None:
-        self.socket.protocol.push(self.topic, self.join_ref, event, payload)
+        self.socket.protocol.push(self.topic, self.join_ref, event, payload, self._out_ref)
         self.socket.flush()
 
     def broadcast(self, event: str, payload: Payload, *, include_self: bool) -> None:
@@ -281,9 +284,15 @@ class ChannelServer:
                 await self._join(item[1], item[2])
             elif kind == "out":
                 _, event, payload = codec.decode_broadcast(item[2])
-                result = self.channel.handle_out(event, payload)
-                if inspect.isawaitable(result):
-                    result = await result
+                # What it pushes carries the broadcast's position, so a recovering client
+                # counts an intercepted broadcast like any other.
+                self._out_ref = codec.broadcast_ref(item[2])
+                try:
+                    result = self.channel.handle_out(event, payload)
+                    if inspect.isawaitable(result):
+                        result = await result
+                finally:
+                    self._out_ref = None
                 await self._after(result, None, f"handle_out {event!r}")
             elif kind == "info":
                 result = self.channel.handle_info(item[1])

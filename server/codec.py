@@ -108,12 +108,17 @@ def _field(value: str | None) -> bytes:
     return encoded
 
 
-def encode_push(join_ref: str | None, topic: str, event: str, payload: Payload) -> Frame:
-    """A push to one client: ``[join_ref, null, topic, event, payload]`` or binary kind 0."""
+def encode_push(
+    join_ref: str | None, topic: str, event: str, payload: Payload, ref: str | None = None
+) -> Frame:
+    """A push to one client: ``[join_ref, ref, topic, event, payload]`` or binary kind 0.
+
+    ``ref`` is null but for a broadcast's position passed on by ``handle_out`` (a binary
+    push has no field for it)."""
     if isinstance(payload, bytes):
         jr, t, e = _field(join_ref), _field(topic), _field(event)
         return bytes((PUSH, len(jr), len(t), len(e))) + jr + t + e + payload
-    return orjson.dumps([join_ref, None, topic, event, payload]).decode()
+    return orjson.dumps([join_ref, ref, topic, event, payload]).decode()
 
 
 def encode_channel_exit(join_ref: str, topic: str, event: str, payload: dict[str, Any]) -> str:
@@ -172,6 +177,13 @@ def with_ref(frame: str, ref: str) -> str:
     """A text broadcast frame with ``ref`` (a history position) as its ref:
     ``[null, "<ref>", topic, event, payload]``. ``ref`` must need no JSON escaping."""
     return f'[null,"{ref}",{frame[len(BROADCAST_HEAD) :]}'
+
+
+def broadcast_ref(frame: Frame) -> str | None:
+    """The ref (a history position) of a text broadcast frame made by :func:`with_ref`."""
+    if isinstance(frame, str) and frame.startswith('[null,"'):
+        return frame[7 : frame.index('"', 7)]
+    return None
 
 
 def decode_broadcast(frame: Frame) -> tuple[str, str, Payload]:

@@ -120,7 +120,12 @@ class Endpoint:
         return build_app(self)
 
     def broadcast(self, topic: str, event: str, payload: Payload) -> None:
-        """Broadcast ``event`` to every subscriber of ``topic``, on every node."""
+        """Broadcast ``event`` to every subscriber of ``topic``, on every node.
+
+        On a topic that keeps history it raises
+        :class:`~switchboard.server.pubsub.Unavailable` if the broadcast cannot be kept,
+        not even buffered (a long pub/sub outage filled the buffer): send it again later.
+        """
         self.node.pubsub.broadcast(topic, event, payload)
 
     def disconnect(self, socket_id: str) -> None:

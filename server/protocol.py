@@ -208,11 +208,14 @@ class SocketProtocol:
             return True
         return self._reply(join_ref, ref, topic, status, response)
 
-    def push(self, topic: str, join_ref: str, event: str, payload: Payload) -> None:
-        """Push from a channel to its client, only once the join reply went out."""
+    def push(
+        self, topic: str, join_ref: str, event: str, payload: Payload, ref: str | None = None
+    ) -> None:
+        """Push from a channel to its client, only once the join reply went out (``ref``:
+        the position of the broadcast a ``handle_out`` pushes on)."""
         channel = self._current(topic, join_ref)
         if channel is not None and channel.joined:
-            self._frames.append(codec.encode_push(join_ref, topic, event, payload))
+            self._frames.append(codec.encode_push(join_ref, topic, event, payload, ref))
 
     def push_json(self, topic: str, join_ref: str, event: str, payload_json: str) -> None:
         """Like :meth:`push`, with the payload already encoded as JSON text."""

@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 
+from switchboard.channels.channel import NOREPLY, Channel
 from switchboard.channels.router import Router
 from switchboard.server.config import Settings
 from switchboard.server.demo import DemoSocket
-from switchboard.server.endpoint import Endpoint
+from switchboard.server.endpoint import Endpoint, history_topics
 from switchboard.server.node import Node
 from switchboard.server.pubsub import Position, PubSub, Unavailable
 from switchboard.server.pubsub.history import HistoryRead
@@ -28,10 +29,10 @@ class Harness:
 
     def __init__(self) -> None:
         self.backend = MemoryBackend()
-        self.pubsub = PubSub(self.backend, "node", history=lambda topic: topic.startswith("room:"))
+        self.router = Router.of({**DemoSocket.channels, "muffled:*": Muffled})
+        self.pubsub = PubSub(self.backend, "node", history=history_topics([self.router]))
         settings = Settings.from_env({}, profile="test", presence=False, limits=False)
         self.node = Node(settings, self.pubsub, "node")
-        self.router = Router.of(DemoSocket.channels)
         self._serials = 0
 
     async def start(self) -> None:
@@ -46,6 +47,21 @@ class Harness:
             self.node, self.router, self._serials, handler, f"u{self._serials}", connection
         )
         return server, connection.sent
+
+
+class Muffled(Channel):
+    """Keeps history, and intercepts its shouts: handle_out pushes them on in lower case."""
+
+    history = True
+    intercept = frozenset({"shout"})
+
+    def handle_in(self, event: str, payload: Any) -> Any:
+        self.broadcast("shout", payload)
+        return NOREPLY
+
+    def handle_out(self, event: str, payload: Any) -> Any:
+        self.push(event, {"text": payload["text"].lower()})
+        return NOREPLY
 
 
 class Recording:
@@ -210,5 +226,30 @@ def test_an_api_broadcast_a_history_topic_cannot_keep_is_a_503_and_others_still_
                     refused.headers["retry-after"] == "1" and "room:full" in refused.json()["error"]
                 )
                 assert (await post("test:no-history")).status_code == 202
+
+    asyncio.run(scenario())
+
+
+def test_what_handle_out_pushes_for_an_intercepted_broadcast_carries_its_position() -> None:
+    async def scenario() -> None:
+        harness = Harness()
+        await harness.start()
+        alice, sent = harness.socket()
+        alice.receive(frame("1", "1", "muffled:a", "phx_join", {}))
+        await until(lambda: len(sent) == 1)
+        start = sent[0][4]["response"]["position"]
+        for n, text in enumerate(("HELLO", "THERE"), start=2):
+            alice.receive(frame("1", str(n), "muffled:a", "shout", {"text": text}))
+        await until(lambda: len(sent) == 3)
+        pushed = sent[1:]
+        assert [p[4] for p in pushed] == [{"text": "hello"}, {"text": "there"}]
+        positions = [Position.parse(p[1]) for p in pushed]
+        assert [p.offset for p in positions if p] == [1, 2]  # refs, not null
+        assert all(p[0] == "1" for p in pushed)  # pushes: the join_ref is the channel's
+
+        bob, bob_sent = harness.socket()
+        bob.receive(frame("7", "7", "muffled:a", "phx_join", {"since": start}))
+        await until(lambda: len(bob_sent) == 3)
+        assert [(p[1], p[4]) for p in bob_sent[1:]] == [(p[1], p[4]) for p in pushed]
 
     asyncio.run(scenario())
