@@ -8,7 +8,10 @@ stays cheap: a hundred or two connections.
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -59,7 +62,7 @@ def test_with_descriptors_nearly_gone_new_connections_get_503_and_the_bystander_
     with running_node(ENV, preexec_fn=open_files(128, 128)) as server:
         with bystander(server, "150 idle connections, 128 descriptors"):
             with connections(server, 150) as socks:
-                outcomes = watch(socks, TIMEOUT + 4)
+                outcomes = watch(socks, TIMEOUT + 4)  # the held ones close at the timeout
             refused = [o for o in outcomes if o.status == 503]
             timed_out = [o for o in outcomes if o.status is None]
             assert len(refused) + len(timed_out) == 150
@@ -69,6 +72,30 @@ def test_with_descriptors_nearly_gone_new_connections_get_503_and_the_bystander_
             assert request(server, HEALTH).status == 200, "the node serves again"
         failures = [e for e in server.logs if "accept" in str(e.get("msg"))]
         assert not failures, failures[:3]
+
+
+def test_a_burst_arriving_at_once_is_held_or_answered_503_never_dropped() -> None:
+    # The node is stopped while 150 connections arrive, so they wait together; then it
+    # accepts what waits in one go. Each must be held or refused with 503, none dropped.
+    with running_node(ENV, preexec_fn=open_files(128, 128)) as server:
+        socks = []
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            for _ in range(150):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", server.port))
+                socks.append(sock)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        try:
+            outcomes = watch(socks, TIMEOUT + 4)  # the held ones close at the timeout
+        finally:
+            for sock in socks:
+                sock.close()
+    dropped = [o for o in outcomes if o.status is None and (o.closed_after or 0) < TIMEOUT - 0.2]
+    assert not dropped, f"{len(dropped)} of 150 connections closed without an answer"
+    assert {o.status for o in outcomes} == {None, 503}, "held till the timeout, or refused"
 
 
 def test_with_descriptors_gone_accept_failures_do_not_flood_the_log_and_the_node_recovers() -> None:
