@@ -101,14 +101,11 @@ def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
     from switchboard.server.endpoint import Endpoint
 
     fds = guard.raise_fd_limit()  # before anything opens: listeners, Redis, clients
-    family = pysocket.AF_INET6 if ":" in settings.host else pysocket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose listener
-    # says so, and without it Nagle holds back the second of two small frames by ~40 ms.
-    sock = pysocket.socket(family, pysocket.SOCK_STREAM, pysocket.IPPROTO_TCP)
-    sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(guard.LISTEN_BACKLOG)  # connections queue from now on, before the first accept
+    sock = _listen(settings.host, settings.port)
     settings = dataclasses.replace(settings, port=sock.getsockname()[1])
+    sockets = [sock]
+    if settings.metrics_address:
+        sockets.append(_listen(*settings.metrics_listener()))
 
     endpoint = Endpoint(socket_class or DemoSocket, settings=settings)
     app = endpoint.app
@@ -133,6 +130,15 @@ def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
         },
     )
     app.state.metrics.watch(connections)
+    if len(sockets) > 1:
+        host, port = sockets[1].getsockname()[:2]
+        app.state.metrics.listener = (host, port)
+        logging.getLogger("switchboard.metrics").info(
+            "/metrics on http://%s:%d only",
+            host,
+            port,
+            extra={"event": "metrics_listening", "port": port},
+        )
     config = uvicorn.Config(
         app,
         http=http_protocol,
@@ -151,8 +157,22 @@ def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
     )
     from switchboard.server.runner import DrainingServer
 
-    DrainingServer(config, endpoint.node, connections).run(sockets=[sock])
+    DrainingServer(config, endpoint.node, connections).run(sockets=sockets)
     return 0
+
+
+def _listen(host: str, port: int) -> pysocket.socket:
+    """A listening socket: connections queue from now on, before uvicorn's first accept."""
+    from switchboard.server.guard import LISTEN_BACKLOG
+
+    family = pysocket.AF_INET6 if ":" in host else pysocket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose listener
+    # says so, and without it Nagle holds back the second of two small frames by ~40 ms.
+    sock = pysocket.socket(family, pysocket.SOCK_STREAM, pysocket.IPPROTO_TCP)
+    sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    return sock
 
 
 if __name__ == "__main__":

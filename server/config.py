@@ -299,6 +299,22 @@ class Settings:
             "help": "bytes the node's cache holds; least recently used entries go first",
         },
     )
+    metrics_token: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "env": "SWITCHBOARD_METRICS_TOKEN",
+            "help": "bearer token /metrics asks for (empty: none)",
+        },
+    )
+    metrics_address: str = field(
+        default="",
+        metadata={
+            "env": "SWITCHBOARD_METRICS_ADDRESS",
+            "help": "host:port of a second listener for /metrics, which the main port then "
+            "answers 404 (empty: /metrics on the main port)",
+        },
+    )
     api_key: str = field(
         default="",
         repr=False,
@@ -412,6 +428,11 @@ class Settings:
             raise bad("max_connections", "must be 0 (from the open-file limit) or more")
         if self.max_request_head < 1024:
             raise bad("max_request_head", "must be at least 1024 bytes")
+        if self.metrics_address:
+            try:
+                self.metrics_listener()
+            except ValueError:
+                raise bad("metrics_address", "must be host:port, [v6 host]:port") from None
         if self.http_parser not in ("auto", "h11", "httptools"):
             raise bad("http_parser", "must be auto, h11 or httptools")
         if self.cache_max_bytes < self.cache_max_value:
@@ -435,6 +456,14 @@ class Settings:
         if self.presence_window >= self.actor_timeout:
             # A joiner may wait a window for its presence_state, and gives up after this.
             raise bad("presence_window", "must be less than SWITCHBOARD_ACTOR_TIMEOUT")
+
+    def metrics_listener(self) -> tuple[str, int]:
+        """``SWITCHBOARD_METRICS_ADDRESS`` as (host, port)."""
+        host, _, port = self.metrics_address.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(self.metrics_address)
+        return host, int(port)
 
     def rate(self, name: str) -> tuple[float, float]:
         """A ``burst,per_second`` setting as numbers."""

@@ -7,6 +7,7 @@ fed once per broadcast, never per delivery.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -15,15 +16,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from switchboard.server import telemetry
+from switchboard.server.security import bearer_matches
 
 if TYPE_CHECKING:
     from switchboard.server.guard import ConnectionGuard
     from switchboard.server.node import Node
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
+
+logger = logging.getLogger("switchboard.metrics")
 
 FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -162,6 +166,14 @@ class NodeMetrics:
         )
         node.activity.forward = self.observe_fanout
         self.node_id = node.id
+        self.token = node.settings.metrics_token
+        #: (host, port) of the listener /metrics is served on, if not the main one.
+        self.listener: tuple[str, int] | None = None
+        if node.settings.profile == "prod" and not (self.token or node.settings.metrics_address):
+            logger.warning(
+                "/metrics is open to anyone who reaches this node: set SWITCHBOARD_METRICS_TOKEN "
+                "or SWITCHBOARD_METRICS_ADDRESS, or keep it from outside in your proxy"
+            )
 
     def watch(self, guard: ConnectionGuard) -> None:
         """Report ``guard``'s connection counts too (the node runs under uvicorn)."""
@@ -177,6 +189,26 @@ class NodeMetrics:
             )
 
     async def endpoint(self, request: Request) -> Response:
-        """The exposition format the scraper asks for (plain 0.0.4 text by default)."""
+        """The exposition format the scraper asks for (plain 0.0.4 text by default).
+
+        Security note: the numbers tell how busy the node is and which actors fail; keep them
+        from the public with ``SWITCHBOARD_METRICS_TOKEN`` (a bearer token) or
+        ``SWITCHBOARD_METRICS_ADDRESS`` (a listener of its own, on a private address)."""
+        if self.listener is not None and not _arrived_on(request, self.listener):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if self.token and not bearer_matches(request, self.token):
+            return JSONResponse(
+                {"error": "missing or wrong bearer token for /metrics"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(self.registry), headers={"Content-Type": content_type})
+
+
+def _arrived_on(request: Request, listener: tuple[str, int]) -> bool:
+    """Whether ``request`` came through the socket listening on ``listener``."""
+    server = request.scope.get("server")
+    if not server or server[1] != listener[1]:
+        return False
+    return listener[0] in ("0.0.0.0", "::") or server[0] == listener[0]

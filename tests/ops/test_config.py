@@ -174,6 +174,8 @@ def test_a_malformed_value_gives_a_config_error_naming_the_variable(
         ("SWITCHBOARD_PUBSUB_URL", "ftp://example.com"),
         ("SWITCHBOARD_HISTORY_SIZE", "-1"),
         ("SWITCHBOARD_HISTORY_TTL", "0"),
+        ("SWITCHBOARD_METRICS_ADDRESS", "9100"),
+        ("SWITCHBOARD_METRICS_ADDRESS", "127.0.0.1:port"),
         ("SWITCHBOARD_CACHE_MAX_VALUE", "0"),
         ("SWITCHBOARD_CACHE_MAX_BYTES", "1000"),  # under the largest value
     ],
