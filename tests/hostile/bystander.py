@@ -24,6 +24,7 @@ from tests.support.processes import ServerProcess
 
 INTERVAL = 0.1
 ANSWER_WITHIN = 2.0
+MIN_PINGS = 10
 #: (attack, figures) of every bystander so far; printed by conftest's terminal summary.
 REPORTS: list[tuple[str, str]] = []
 
@@ -89,6 +90,11 @@ def bystander(
     assert figures.closed is None, f"the bystander could not join: {figures.closed}"
     try:
         yield figures
+        # A short attack still gets ten pings' worth of figures (they run on meanwhile).
+        deadline = time.monotonic() + MIN_PINGS * INTERVAL + ANSWER_WITHIN
+        while len(figures.rtts) + figures.unanswered < MIN_PINGS and thread.is_alive():
+            assert time.monotonic() < deadline, "the bystander stalled"
+            time.sleep(INTERVAL / 2)
     finally:
         stop.set()
         thread.join(ANSWER_WITHIN + 5)
