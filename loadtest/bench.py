@@ -828,14 +828,6 @@ async def run_fanout(spec: ServerSpec, args: argparse.Namespace, logdir: Path) -
 
 
 # --------------------------------------------------------------------------- scenario A, 2 nodes
-class SecretPhoenixFlavor(PhoenixFlavor):
-    """Tokens signed with ``secret``: the 2-node run passes its own to both nodes."""
-
-    def __init__(self, secret: str, history: bool = True) -> None:
-        super().__init__(history)
-        self._secret = secret
-
-
 class Cluster:
     """The 2-node run's servers: a private redis-server and two switchboard nodes using it.
 
@@ -954,9 +946,8 @@ async def run_fanout_cluster(
     try:
         await cluster.start()
         node1, node2 = cluster.nodes
-        flavor = SecretPhoenixFlavor(
-            cluster.secret, spec.env.get("SWITCHBOARD_HISTORY_SIZE") != "0"
-        )
+        history = spec.env.get("SWITCHBOARD_HISTORY_SIZE") != "0"
+        flavor = PhoenixFlavor(cluster.secret, history)
         n1 = (args.clients + 1) // 2
         n2 = args.clients - n1
         seen: dict[int, int] = {}

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import urllib.parse
 
+import orjson
 from leanws import WSClient
+
+from switchboard.client import Session, is_reply
 
 
 class Flavor:
@@ -52,19 +55,22 @@ class Flavor:
 
 
 class PhoenixFlavor(Flavor):
+    """Phoenix V2 through :class:`switchboard.client.Session`: one per connection
+    (``cl.session``) keeps its refs and join_ref and builds every frame."""
+
     name = "phoenix"
 
-    def __init__(self, history: bool = True) -> None:
+    def __init__(self, secret: str | None = None, history: bool = True) -> None:
         from switchboard.server.auth import issue_token  # switchboard's own module, imported late
         from switchboard.server.config import DEV_SECRET
 
         self._issue = issue_token
-        self._secret = DEV_SECRET
-        # room:* keeps history: each shout's ref is its position, so only `[null,"` is
-        # fixed (heartbeat replies match too, and are counted as bad_seq, harmlessly).
-        self.shout_prefix = (
-            b'[null,"' if history else f'[null,null,"{self.room("bench")}","shout",'.encode()
-        )
+        self._secret = secret or DEV_SECRET
+        # How a shout's broadcast to room:bench begins (pump.c looks for it). room:* keeps
+        # history: each shout's ref is its position, so only `[null,"` is fixed (heartbeat
+        # replies match too, and are counted as bad_seq, harmlessly).
+        room_shout = Session.encode([None, None, self.room("bench"), "shout"])[:-1] + b","
+        self.shout_prefix = b'[null,"' if history else room_shout
 
     def room(self, name: str) -> str:
         return "room:" + name
@@ -74,31 +80,35 @@ class PhoenixFlavor(Flavor):
         return f"/socket/websocket?token={urllib.parse.quote(str(token), safe='')}&vsn=2.0.0"
 
     def on_open(self, cl: WSClient, room: str) -> None:
-        cl.ref = 1
-        cl.send_text(f'["1","1","{room}","phx_join",{{}}]'.encode())
+        cl.session = Session(history=False)
+        _, frame = cl.session.join_frame(room)
+        cl.send_text(Session.encode(frame))
 
     def control(self, cl: WSClient, p: bytes, now: float) -> None:
         if self._reply(cl, p, now):
             return
-        if not cl.joined.done() and p.startswith(b'["1","1",') and b'"phx_reply"' in p:
-            if b'"status":"ok"' in p:
+        if cl.joined.done() or b'"phx_reply"' not in p:
+            return
+        frame = Session.decode(p, text=True)
+        if is_reply(cl.session.join_refs[cl.topic])(frame):
+            if frame[4].get("status") == "ok":
                 cl.joined.set_result(None)
             else:
                 cl.joined.set_exception(RuntimeError(f"join refused: {p[:200]!r}"))
 
     def shout(self, cl: WSClient, body: str) -> bytes:
-        cl.ref += 1
-        return f'["1","{cl.ref}","{cl.topic}","shout",{body}]'.encode()
+        _, frame = cl.session.push_frame(cl.topic, "shout", orjson.Fragment(body))
+        return Session.encode(frame)
 
     def ping(self, cl: WSClient) -> bytes:
-        cl.ref += 1
-        topic = cl.topic
-        cl.pending_tag = f'["1","{cl.ref}","{topic}","phx_reply"'.encode()
-        return f'["1","{cl.ref}","{topic}","ping",{{"n":{cl.ref}}}]'.encode()
+        _, frame = cl.session.push_frame(cl.topic, "ping", {"n": 1})
+        # the reply echoes join_ref, ref and topic: its first bytes are known in advance
+        cl.pending_tag = Session.encode([*frame[:3], "phx_reply"])[:-1]
+        return Session.encode(frame)
 
     def heartbeat(self, cl: WSClient) -> None:
-        cl.ref += 1
-        cl.send_text(f'[null,"{cl.ref}","phoenix","heartbeat",{{}}]'.encode())
+        _, frame = cl.session.heartbeat_frame()
+        cl.send_text(Session.encode(frame))
 
 
 class SocketIOFlavor(Flavor):

@@ -1,14 +1,21 @@
-"""A deliberately small WebSocket client for the load generator.
+"""The load generator's WebSocket transport: bytes in and out, no Phoenix in it.
+
+Why not ``switchboard.client`` (websockets underneath): the fan-out scenario opens
+thousands of connections from one process on one core and then hands their file
+descriptors to ``pump.c``, which reads every broadcast without Python in the way.
+A websockets connection owns its socket (its reader task would race the pump) and
+costs a task, a queue and UTF-8 validation per message; this transport costs one
+``asyncio.Protocol`` and can give its socket away (``detach``). What goes over it
+is built by the flavors (``flavors.py``); Phoenix frames by
+:class:`switchboard.client.Session`, the one Python Phoenix client's sans-I/O core.
 
 One ``asyncio.Protocol`` per connection: an HTTP/1.1 upgrade, then a frame
 parser that walks the received bytes and hands every complete text message to
 ``on_message(client, payload, now)``. ``now`` is one ``perf_counter()`` taken per
 ``data_received`` call, so all frames that arrived together share a timestamp.
-
-It skips everything a load generator does not need (no compression extension is
-offered, no UTF-8 validation, no close handshake on our side), which is what
-lets one process on one core read what the servers write. Outgoing frames are
-masked as RFC 6455 requires.
+It skips what a load generator does not need (no compression extension is
+offered, no UTF-8 validation, no close handshake on our side). Outgoing frames
+are masked as RFC 6455 requires.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import select
 from collections.abc import Callable
 from time import perf_counter
+from typing import Any
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -87,6 +95,7 @@ class WSClient(asyncio.Protocol):
         self.ref = 1
         self.pending: asyncio.Future[float] | None = None
         self.pending_tag: bytes = b""
+        self.session: Any = None  # the flavor's protocol state (a Phoenix Session)
         self._key = base64.b64encode(os.urandom(16))
         self.fd = -1  # set by detach(): the socket is then read by someone else's epoll
 

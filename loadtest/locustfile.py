@@ -35,20 +35,22 @@ distributed locust on one machine (or on machines with synchronised clocks).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from locust import User, events, task
-from phoenix_locust import PhoenixSocket, ReplyTimeout  # locust puts this folder on sys.path
 
+from switchboard.client import Client, ClientError, Closed, NoFrame, ReplyError
 from switchboard.server.auth import issue_token
 from switchboard.server.config import DEV_SECRET
 
@@ -139,6 +141,92 @@ def source_ips(spec: str) -> list[str]:
     return addresses
 
 
+MessageHandler = Callable[[Any, str, str, Any], None]  # join_ref, topic, event, payload
+CloseHandler = Callable[[BaseException | None], None]
+
+
+class ReadSocket:
+    """A :class:`switchboard.client.Client` read by a greenlet of its own.
+
+    A reply goes to the :meth:`request` waiting for its ref, every other frame to
+    ``on_message`` (in the reader greenlet); ``on_close(reason)`` is called once if the
+    connection ends before :meth:`close`. Any greenlet may send: the client locks its writes.
+    """
+
+    def __init__(
+        self, client: Client, on_message: MessageHandler, on_close: CloseHandler, timeout: float
+    ) -> None:
+        self.client = client
+        self.on_message = on_message
+        self.on_close = on_close
+        self.timeout = timeout
+        self._pending: dict[str, AsyncResult] = {}
+        self._closing = False
+        self._done = Event()
+        self._reader = gevent.spawn(self._read_loop)
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    def request(self, ref: str, frame: list[Any], timeout: float | None = None) -> tuple[Any, int]:
+        """Send ``frame`` (whose ref is ``ref``) and wait for its reply: ``(response, size)``.
+        Raises ReplyError for a status other than ok, NoFrame, or Closed."""
+        if self.closed:
+            raise Closed(self.client.close_code, "connection already closed")
+        waiter: AsyncResult = AsyncResult()
+        self._pending[ref] = waiter  # before sending: the reply may come back at once
+        try:
+            self.client.send(frame)
+            try:
+                reply = waiter.get(timeout=self.timeout if timeout is None else timeout)
+            except gevent.Timeout:  # a BaseException: turn it into an ordinary failure
+                raise NoFrame(f"no reply to {frame[3]} on {frame[2]} (ref {ref})") from None
+        finally:
+            self._pending.pop(ref, None)
+        if not isinstance(reply[4], dict) or reply[4].get("status") != "ok":
+            raise ReplyError(reply)
+        return reply[4].get("response"), len(Client.encode(reply))
+
+    def call(self, topic: str, event: str, payload: Any, **options: Any) -> tuple[Any, int]:
+        ref, frame = self.client.push_frame(topic, event, payload)
+        return self.request(ref, frame, **options)
+
+    def close(self) -> None:
+        """Send a close frame, give the reader a moment to see the answer, then drop it."""
+        self._closing = True
+        with contextlib.suppress(OSError, ClientError):
+            self.client.close(wait=False)
+        self._done.wait(2.0)
+        self._reader.kill(block=True)
+
+    def _read_loop(self) -> None:
+        reason: BaseException | None = None
+        try:
+            while True:
+                frame = self.client.receive()
+                if not isinstance(frame, list):
+                    continue  # binary frames carry ArrayBuffer payloads, never pushed here
+                join_ref, ref, topic, event, payload = frame
+                waiter = self._pending.pop(ref, None) if event == "phx_reply" else None
+                if waiter is not None:
+                    waiter.set(frame)
+                else:
+                    self.on_message(join_ref, topic, event, payload)
+        except Closed as exc:
+            reason = exc
+        except Exception as exc:  # a bad frame or a failing callback: end this connection
+            reason = exc
+        finally:
+            self._done.set()
+            lost = Closed(self.client.close_code, f"connection closed ({reason!r})")
+            for waiter in list(self._pending.values()):
+                waiter.set_exception(lost)
+            self._pending.clear()
+            if not self._closing:
+                self.on_close(reason)
+
+
 class PhoenixUser(User):
     host = DEFAULT_HOST
 
@@ -155,7 +243,7 @@ class PhoenixUser(User):
         self.topic = f"room:load-{number % self.rooms}"
         addresses = source_ips(getattr(options, "source_ips", "") or "")
         self.source_ip = addresses[number % len(addresses)] if addresses else None
-        self.socket: PhoenixSocket | None = None
+        self.socket: ReadSocket | None = None
         self.join_ref: str | None = None
         self.heartbeats: gevent.Greenlet | None = None
         self.seq = itertools.count()
@@ -210,7 +298,7 @@ class PhoenixUser(User):
         if join_ref is not None and not socket.closed:
             started = time.perf_counter()
             try:
-                _, size = socket.call(self.topic, "phx_leave", {}, join_ref=join_ref)
+                _, size = socket.call(self.topic, "phx_leave", {})
             except Exception as exc:
                 self.record(WS, "leave", started, exception=exc)
             else:
@@ -226,27 +314,26 @@ class PhoenixUser(User):
                 self.heartbeats.kill(block=False)
             self.join_ref = None
             token = issue_token(self.secret, self.user_id)
-            socket = PhoenixSocket(
-                socket_url(self.host, token),
-                timeout=self.reply_timeout,
-                on_message=self.on_message,
-                on_close=self.on_close,
-                source_address=self.source_ip,
-            )
             started = time.perf_counter()
             try:
-                socket.connect()
+                client = Client.connect(
+                    socket_url(self.host, token),
+                    timeout=self.reply_timeout,
+                    source_address=self.source_ip,
+                    history=False,
+                )
             except Exception as exc:
                 self.record(WS, "connect", started, exception=exc)
                 return False
             self.record(WS, "connect", started)
+            socket = ReadSocket(client, self.on_message, self.on_close, self.reply_timeout)
             self.socket = socket
             self.heartbeats = gevent.spawn(self.heartbeat_loop, socket)
         socket = self.socket
-        join_ref = socket.next_ref()
+        join_ref, join = socket.client.join_frame(self.topic, {})
         started = time.perf_counter()
         try:
-            _, size = socket.call(self.topic, "phx_join", {}, join_ref=join_ref, ref=join_ref)
+            _, size = socket.request(join_ref, join)
         except Exception as exc:
             self.record(WS, "join", started, exception=exc)
             return False
@@ -254,16 +341,16 @@ class PhoenixUser(User):
         self.join_ref = join_ref
         return True
 
-    def heartbeat_loop(self, socket: PhoenixSocket) -> None:
+    def heartbeat_loop(self, socket: ReadSocket) -> None:
         while not socket.closed:
             gevent.sleep(self.heartbeat_interval)
             if socket.closed:
                 return
             started = time.perf_counter()
             try:
-                _, size = socket.call("phoenix", "heartbeat", {})
+                _, size = socket.request(*socket.client.heartbeat_frame())
             except Exception as exc:
-                if not socket.closed or not isinstance(exc, ReplyTimeout):
+                if not socket.closed or not isinstance(exc, NoFrame):
                     self.record(WS, "heartbeat", started, exception=exc)
             else:
                 self.record(WS, "heartbeat", started, size)
@@ -304,7 +391,7 @@ class PhoenixUser(User):
         payload = {"user": self.user_id, "n": next(self.seq), "body": "ping"}
         started = time.perf_counter()
         try:
-            response, size = self.socket.call(self.topic, "ping", payload, join_ref=self.join_ref)
+            response, size = self.socket.call(self.topic, "ping", payload)
             if response != payload:
                 raise ValueError(f"ping reply {response!r} does not echo {payload!r}")
         except Exception as exc:
@@ -322,9 +409,9 @@ class PhoenixUser(User):
         self.own_shouts[shout_id] = waiter
         payload = {"from": self.user_id, "id": shout_id, "sent_at": time.time(), "body": "hi"}
         try:
-            self.socket.push(self.topic, "shout", payload, join_ref=self.join_ref)
+            self.socket.client.push(self.topic, "shout", payload)
             if not waiter.wait(self.reply_timeout):
-                raise ReplyTimeout(f"own shout {shout_id} not received in {self.reply_timeout}s")
+                raise NoFrame(f"own shout {shout_id} not received in {self.reply_timeout}s")
         except Exception as exc:
             self.fail(SHOUT_LATENCY, exc, request_type=BROADCAST)
         finally:

@@ -2,7 +2,7 @@
 
 The test-profile hooks crash (``POST /test/actors/{name}/fault``) or stall
 (``POST /test/actors/{name}/stall?seconds=S``) an actor; ``GET /test/actors`` reports restart
-counts and health. Clients are raw ``websockets`` connections speaking Phoenix V2.
+counts and health. Clients are ``switchboard.client.Client`` sockets.
 Waiting on a restart means polling ``GET /test/actors`` against a deadline: an observable,
 not a sleep.
 """
@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from switchboard.client import Client
+from tests.support.clients import open_client
 from tests.support.nodes import actor_status, poll_actor_status, running_node, unique_user
 from tests.support.processes import ServerProcess
-from tests.support.wire import Wire, open_wire
 
 WAIT = 5.0
 RESTART_BUDGET = 1.0  # a crashed actor is back within this
@@ -44,10 +45,8 @@ def server() -> Iterator[ServerProcess]:
         yield node
 
 
-def _state_of(wire: Wire, topic: str) -> Any:
-    return wire.wait(
-        f"presence_state of {topic}", lambda f: f[2] == topic and f[3] == "presence_state"
-    )
+def _state_of(wire: Client, topic: str) -> Any:
+    return wire.event(topic, "presence_state")
 
 
 # -- 1. a crashed actor is restarted and serves again --------------------------------------------
@@ -86,7 +85,7 @@ def test_a_crashed_actor_is_restarted_within_a_second_and_serves_again(
     topic = f"room:after-{name}-{uuid.uuid4().hex[:6]}"
     user = unique_user(f"after-{name}")
     with ExitStack() as stack:
-        wire = open_wire(stack, server, user)
+        wire = open_client(stack, server, user)
         wire.joined(topic)
         state = _state_of(wire, topic)
         assert list(state[4]) == [user], state
@@ -112,7 +111,7 @@ def test_a_stalled_presence_actor_blocks_nothing_but_what_needs_it(server: Serve
     other_room = f"room:stall-other-{uuid.uuid4().hex[:6]}"
     user = unique_user("staller")
     with ExitStack() as stack:
-        wire = open_wire(stack, server, user)
+        wire = open_client(stack, server, user)
         wire.joined(room)
         _state_of(wire, room)
         wire.joined("test:x")
@@ -209,7 +208,7 @@ def _exit_code_after_sigterm(node: ServerProcess, budget: float) -> tuple[int | 
 def test_sigterm_stops_a_node_that_served_clients_with_exit_code_0() -> None:
     with _node({"SWITCHBOARD_DRAIN_PERIOD": "1"}) as node, ExitStack() as stack:
         topic = f"room:bye-{uuid.uuid4().hex[:6]}"
-        wires = [open_wire(stack, node, unique_user(f"bye{i}")) for i in range(3)]
+        wires = [open_client(stack, node, unique_user(f"bye{i}")) for i in range(3)]
         for wire in wires:
             wire.joined(topic)
             _state_of(wire, topic)
@@ -245,7 +244,7 @@ def test_sigterm_stops_a_node_whose_actor_is_stuck_within_a_few_seconds() -> Non
     not daemon threads): the node gives each actor 5 s to stop, so 8 s is generous."""
     with _node({"SWITCHBOARD_DRAIN_PERIOD": "1"}) as node:
         with ExitStack() as stack:
-            wire = open_wire(stack, node, unique_user("stuck"))
+            wire = open_client(stack, node, unique_user("stuck"))
             wire.joined(f"room:stuck-{uuid.uuid4().hex[:6]}")
         response = httpx.post(
             f"{node.url}/test/actors/presence/stall", params={"seconds": 30}, timeout=WAIT

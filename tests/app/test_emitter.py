@@ -4,7 +4,6 @@ and reach clients on every node."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -13,10 +12,11 @@ from dataclasses import dataclass
 import pytest
 
 from switchboard import AsyncEmitter, Emitter
+from switchboard.client import WAIT, Client
 from switchboard.server.pubsub import Position
+from tests.support.clients import open_client
 from tests.support.processes import ServerProcess, running_server
 from tests.support.redis import RedisProcess, running_redis
-from tests.support.wire import WAIT, Wire, open_wire
 
 
 @dataclass
@@ -50,15 +50,15 @@ def _subscribed_on_both(emitter: Emitter, topic: str) -> None:
         time.sleep(0.02)
 
 
-def _news(wire: Wire, topic: str) -> list[dict[str, object]]:
-    frame = wire.wait(f"news on {topic}", lambda f: f[2] == topic and f[3] == "news")
+def _news(wire: Client, topic: str) -> list[dict[str, object]]:
+    frame = wire.event(topic, "news")
     return [frame[4]]
 
 
 def test_an_emitter_broadcast_reaches_clients_on_every_node(cluster: Cluster) -> None:
     topic = "room:emitted"
     with ExitStack() as stack, Emitter(cluster.redis.url) as emitter:
-        wires = [open_wire(stack, node, f"reader-{n}") for n, node in enumerate(cluster.nodes)]
+        wires = [open_client(stack, node, f"reader-{n}") for n, node in enumerate(cluster.nodes)]
         for wire in wires:
             wire.joined(topic)
         _subscribed_on_both(emitter, topic)
@@ -67,7 +67,7 @@ def test_an_emitter_broadcast_reaches_clients_on_every_node(cluster: Cluster) ->
         refs = []
         for wire in wires:
             assert _news(wire, topic) == [{"text": "from the backend"}]
-            frame = next(f for f in wire.frames if f[3] == "news")
+            frame = next(f for f in wire.frames if isinstance(f, list) and f[3] == "news")
             # A broadcast as a node's own would be: room:* keeps history, so it has a position.
             assert frame[0] is None and Position.parse(frame[1]) is not None
             refs.append(frame[1])
@@ -79,21 +79,21 @@ def test_an_emitter_broadcast_on_a_history_topic_is_recovered_by_a_client_that_m
 ) -> None:
     topic = "room:emitted-missed"
     with ExitStack() as stack, Emitter(cluster.redis.url) as emitter:
-        first = open_wire(stack, cluster.nodes[0], "first")
-        position = first.joined(topic)[4]["response"]["position"]
+        first = open_client(stack, cluster.nodes[0], "first")
+        position = first.call(topic, "phx_join")[4]["response"]["position"]
         assert emitter.broadcast(topic, "news", {"n": 1}) == 1
         emitter.broadcast(topic, "blob", b"\x01")  # binary: live only, not kept
         assert _news(first, topic) == [{"n": 1}]
-        late = open_wire(stack, cluster.nodes[1], "late")
-        late.connection.send(json.dumps(["1", "1", topic, "phx_join", {"since": position}]))
-        assert late.reply("1")[4]["response"]["recovered"] is True
+        late = open_client(stack, cluster.nodes[1], "late")
+        reply = late.call(topic, "phx_join", {"since": position})
+        assert reply[4]["response"]["recovered"] is True
         assert _news(late, topic) == [{"n": 1}]
 
 
 def test_the_async_emitter_reaches_clients_on_every_node(cluster: Cluster) -> None:
     topic = "room:emitted-async"
     with ExitStack() as stack, Emitter(cluster.redis.url) as probe:
-        wires = [open_wire(stack, node, f"async-{n}") for n, node in enumerate(cluster.nodes)]
+        wires = [open_client(stack, node, f"async-{n}") for n, node in enumerate(cluster.nodes)]
         for wire in wires:
             wire.joined(topic)
         _subscribed_on_both(probe, topic)
@@ -109,9 +109,9 @@ def test_the_async_emitter_reaches_clients_on_every_node(cluster: Cluster) -> No
 
 def test_disconnect_closes_that_socket_id_on_every_node_and_no_other(cluster: Cluster) -> None:
     with ExitStack() as stack, Emitter(cluster.redis.url) as emitter:
-        doomed = [open_wire(stack, node, "mallory") for node in cluster.nodes]
+        doomed = [open_client(stack, node, "mallory") for node in cluster.nodes]
         bystanders = [
-            open_wire(stack, node, f"bystander-{n}") for n, node in enumerate(cluster.nodes)
+            open_client(stack, node, f"bystander-{n}") for n, node in enumerate(cluster.nodes)
         ]
         for wire in doomed + bystanders:
             wire.joined("room:kick")
@@ -119,10 +119,9 @@ def test_disconnect_closes_that_socket_id_on_every_node_and_no_other(cluster: Cl
         _subscribed_on_both(emitter, "users_socket:mallory")
 
         assert emitter.disconnect("users_socket:mallory") == 2
-        assert [wire.closed_with() for wire in doomed] == [1001, 1001]
+        assert [wire.closed() for wire in doomed] == [1001, 1001]
         for wire in bystanders:
-            wire.connection.send(json.dumps([None, "ping", "phoenix", "heartbeat", {}]))
-            assert wire.reply("ping")[4]["status"] == "ok"
+            assert wire.reply(wire.heartbeat())[4]["status"] == "ok"
 
 
 @pytest.mark.parametrize(

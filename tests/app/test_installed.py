@@ -16,12 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.sync.client import connect
 
+from switchboard.client import Client
 from switchboard.server.auth import issue_token
 from tests.support.browser import browser_tools, run_browser_script
 from tests.support.processes import ROOT, free_port, running_server
-from tests.support.wire import WAIT, Wire
 
 DEMO_PAGE_SCRIPT = ROOT / "tests" / "web" / "demo_page.mjs"
 
@@ -163,8 +162,7 @@ def test_an_installed_switchboard_cluster_serves_the_page_and_sockets_through_ng
     assert httpx.get(f"{base}/vendor/phoenix/phoenix.mjs").status_code == 200
     token = issue_token(str(description["secret"]), "installed-user")
     url = base.replace("http://", "ws://") + f"/socket/websocket?vsn=2.0.0&token={token}"
-    with connect(url, open_timeout=WAIT) as connection:
-        wire = Wire(connection)
+    with Client.connect(url) as wire:
         wire.joined("room:installed")
         assert wire.reply(wire.push("room:installed", "ping", {"n": 1}))[4] == {
             "status": "ok",

@@ -3,18 +3,15 @@ the node's rules apply to every socket class."""
 
 from __future__ import annotations
 
-import base64
 import textwrap
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
+from switchboard.client import Client, bearer_subprotocol
 from tests.support.processes import ServerProcess, running_server
-from tests.support.wire import WAIT, Wire
 
 PROBE = textwrap.dedent(
     """
@@ -73,30 +70,28 @@ def _url(server: ServerProcess, **params: str) -> str:
     return f"{server.ws_url}?{query}"
 
 
-def _open(stack: ExitStack, url: str, **options: Any) -> Wire:
-    return Wire(stack.enter_context(connect(url, open_timeout=WAIT, **options)))
+def _open(stack: ExitStack, url: str, **options: Any) -> Client:
+    return stack.enter_context(Client.connect(url, **options))
 
 
 def _status(url: str, **options: Any) -> int:
-    with pytest.raises(InvalidStatus) as refused:
-        connect(url, open_timeout=WAIT, **options)
-    return refused.value.response.status_code
+    return Client.refusal(url, **options).status
 
 
 def test_connect_gets_the_params_the_address_behind_a_trusted_proxy_headers_origin_and_token(
     probe: ServerProcess,
 ) -> None:
     token = "opaque-token.from/the_client"
-    subprotocol = "base64url.bearer.phx." + base64.b64encode(token.encode()).decode().rstrip("=")
+    subprotocol = bearer_subprotocol(token)
     with ExitStack() as stack:
         wire = _open(
             stack,
             _url(probe, let_in="yes", user="ann", color="green"),
-            origin="http://good.example",  # type: ignore[arg-type]
-            subprotocols=["phoenix", subprotocol],  # type: ignore[list-item]
-            additional_headers={"X-Forwarded-For": "198.51.100.7", "X-Custom": "hello"},
+            origin="http://good.example",
+            subprotocols=["phoenix", subprotocol],
+            headers={"X-Forwarded-For": "198.51.100.7", "X-Custom": "hello"},
         )
-        reply = wire.joined("echo:a")[4]["response"]
+        reply = wire.call("echo:a", "phx_join")[4]["response"]
     assert reply["id"] == "ann"
     assert reply["assigns"] == {
         "params": {"vsn": "2.0.0", "let_in": "yes", "user": "ann", "color": "green"},
@@ -112,7 +107,7 @@ def test_assigns_are_one_dict_shared_by_every_channel_of_the_socket(probe: Serve
         wire = _open(stack, _url(probe, let_in="yes"))
         wire.joined("echo:first")
         assert wire.reply(wire.push("echo:first", "mood", {"value": "sunny"}))[4]["status"] == "ok"
-        second = wire.joined("echo:second")[4]["response"]
+        second = wire.call("echo:second", "phx_join")[4]["response"]
     assert second["assigns"]["mood"] == "sunny"
     assert second["id"] is None  # no user param: an anonymous socket
 

@@ -11,7 +11,6 @@ runner does the same switch on SIGUSR1 and stops everything it started on SIGINT
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -26,9 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
+from switchboard.client import Client
 from switchboard.presence.tracker import node_name
 from switchboard.server.auth import issue_token
 from switchboard.server.devcluster import LocalCluster, Node, free_port
@@ -260,16 +258,15 @@ def port_of(url: str) -> int:
     return port
 
 
-def open_socket(description: dict[str, Any], user: str) -> ClientConnection:
+def open_socket(description: dict[str, Any], user: str) -> Client:
     token = issue_token(description["secret"], user)
     url = f"ws://127.0.0.1:{port_of(description['nginx'])}/socket/websocket?token={token}&vsn=2.0.0"
-    return connect(url, open_timeout=WAIT)
+    return Client.connect(url, timeout=WAIT)
 
 
-def heartbeat(ws: ClientConnection, ref: str) -> None:
-    ws.send(json.dumps([None, ref, "phoenix", "heartbeat", {}]))
-    reply = json.loads(ws.recv(timeout=WAIT))
-    assert reply[1:4] == [ref, "phoenix", "phx_reply"] and reply[4]["status"] == "ok", reply
+def heartbeat(client: Client) -> None:
+    reply = client.reply(client.heartbeat(), timeout=WAIT)
+    assert reply[4]["status"] == "ok", reply
 
 
 def serving_node(description: dict[str, Any]) -> str:
@@ -322,7 +319,7 @@ def test_sigusr1_makes_the_cluster_runner_switch_blue_green_and_sigint_stops_eve
 
         ws = open_socket(first, unique_user("raw"))
         with ws:
-            heartbeat(ws, "1")
+            heartbeat(ws)
             os.kill(runner.pid, signal.SIGUSR1)
             second = output.wait(
                 "the new description",
@@ -337,19 +334,12 @@ def test_sigusr1_makes_the_cluster_runner_switch_blue_green_and_sigint_stops_eve
                 k: first[k] for k in ("nginx", "redis", "secret", "logs")
             }
             assert not accepts(port_of(first["nodes"]["node1"])), "the old node still listens"
-            with pytest.raises(ConnectionClosed) as closed:
-                deadline = time.monotonic() + WAIT
-                while time.monotonic() < deadline:
-                    ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value
+            assert ws.closed(timeout=WAIT) == 1012, ws.frames
 
         assert serving_node(second) == "node1-g2"
         with open_socket(second, unique_user("fresh")) as fresh:
-            heartbeat(fresh, "1")
-            fresh.send(json.dumps(["1", "2", "room:lobby", "phx_join", {}]))
-            reply = json.loads(fresh.recv(timeout=WAIT))
-            assert reply[:4] == ["1", "2", "room:lobby", "phx_reply"], reply
-            assert reply[4]["status"] == "ok", reply
+            heartbeat(fresh)
+            fresh.joined("room:lobby", timeout=WAIT)
             new_node = second["nodes"]["node1-g2"]
             sockets = httpx.get(f"{new_node}/test/runtime", timeout=WAIT).json()["sockets"]
             assert sockets == 1, f"node1-g2 holds {sockets} sockets, not just the fresh one"

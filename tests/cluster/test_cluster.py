@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
+from switchboard.client import Client, Refused
 from switchboard.server.auth import issue_token
 from switchboard.server.devcluster import LocalCluster, Node
 from tests.cluster.helpers import (
@@ -332,10 +331,10 @@ def _socket_url(cluster: LocalCluster, node: Node, user: str) -> str:
 
 def _refused_status(cluster: LocalCluster, node: Node, user: str) -> int | None:
     try:
-        with connect(_socket_url(cluster, node, user), open_timeout=WAIT):
+        with Client.connect(_socket_url(cluster, node, user), timeout=WAIT):
             return None
-    except InvalidStatus as exc:
-        return exc.response.status_code
+    except Refused as exc:
+        return exc.status
 
 
 def test_the_per_user_socket_limit_counts_the_users_sockets_on_every_node(
@@ -343,8 +342,8 @@ def test_the_per_user_socket_limit_counts_the_users_sockets_on_every_node(
 ) -> None:
     user = unique_user("limited")
     node1, node2 = by_name(cluster, "node1"), by_name(cluster, "node2")
-    with connect(_socket_url(cluster, node1, user), open_timeout=WAIT):
-        with connect(_socket_url(cluster, node2, user), open_timeout=WAIT):
+    with Client.connect(_socket_url(cluster, node1, user), timeout=WAIT):
+        with Client.connect(_socket_url(cluster, node2, user), timeout=WAIT):
             for node in (node1, node2):
                 wait_for(
                     f"{node.name} counts one socket of the user on each node",
@@ -360,7 +359,7 @@ def test_the_per_user_socket_limit_counts_the_users_sockets_on_every_node(
             "node1 sees the user's node2 socket gone",
             lambda: sockets_by_user(node1).get(user) == ["node1"],
         )
-        with connect(_socket_url(cluster, node1, user), open_timeout=WAIT):
+        with Client.connect(_socket_url(cluster, node1, user), timeout=WAIT):
             pass
 
 

@@ -22,8 +22,8 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
-from websockets.sync.client import connect
 
+from switchboard.client import Client
 from switchboard.server.auth import issue_token
 from switchboard.server.devcluster import LocalCluster
 from switchboard.server.pubsub import Position
@@ -40,7 +40,6 @@ from tests.cluster.helpers import (
 )
 from tests.support.nodes import unique_user
 from tests.support.phoenix_agent import Agent, Event
-from tests.support.wire import Wire
 
 SHOUT_EVERY_MS = 50  # 20 shouts a second
 DRAIN_PERIOD = 2.0
@@ -255,11 +254,11 @@ def test_a_redis_restart_that_lost_the_history_makes_clients_rejoin_with_recover
 # -- a join is really subscribed ----------------------------------------------------------------
 
 
-def wire(cluster: LocalCluster, node_name: str, user: str, stack: ExitStack) -> Wire:
+def wire(cluster: LocalCluster, node_name: str, user: str, stack: ExitStack) -> Client:
     node = by_name(cluster, node_name)
     token = issue_token(cluster.secret, user)
     url = f"ws://127.0.0.1:{node.port}/socket/websocket?token={token}&vsn=2.0.0"
-    return Wire(stack.enter_context(connect(url, open_timeout=8)))
+    return stack.enter_context(Client.connect(url, timeout=8))
 
 
 def test_a_join_answered_ok_hears_a_broadcast_sent_right_after_from_another_node(
@@ -297,7 +296,7 @@ def test_a_join_answered_ok_hears_a_broadcast_sent_right_after_from_another_node
                     json={"topic": topic, "event": "hello", "payload": {"i": i}},
                 )
                 assert response.status_code == 202, response.text
-                client.wait(f"hello on {topic}", lambda f, t=topic: f[2] == t and f[3] == "hello")
+                client.expect(f"hello on {topic}", lambda f, t=topic: f[2] == t and f[3] == "hello")
         finally:
             stop.set()
             flooder.join(10)

@@ -22,8 +22,9 @@ from typing import Any
 import psutil
 import pytest
 
+from switchboard.client import AsyncClient
 from tests.server.nodes import node
-from tests.server.wire import Peer, open_peer, run
+from tests.support.clients import run
 from tests.support.processes import ServerProcess
 from tests.support.raw import RawClient, ping_frame, text_frame
 
@@ -49,14 +50,14 @@ def unlimited() -> Iterator[ServerProcess]:
 class Bystander:
     """A well-behaved client: joined to a room, it heartbeats every ``every`` seconds."""
 
-    def __init__(self, peer: Peer, every: float) -> None:
+    def __init__(self, peer: AsyncClient, every: float) -> None:
         self.peer = peer
         self.every = every
         self.round_trips: list[float] = []
 
     @classmethod
     async def start(cls, server: ServerProcess, every: float = 0.1) -> Bystander:
-        peer = await open_peer(server.socket_url("bystander"))
+        peer = await AsyncClient.connect(server.socket_url("bystander"))
         await peer.joined("room:calm")
         return cls(peer, every)
 
@@ -64,7 +65,7 @@ class Bystander:
         loop = asyncio.get_running_loop()
         while not done.done():
             started = loop.time()
-            reply = await self.peer.heartbeat(timeout=5)
+            reply = await self.peer.reply(await self.peer.heartbeat(), timeout=5)
             assert reply[4]["status"] == "ok"
             self.round_trips.append(loop.time() - started)
             await asyncio.sleep(self.every)
@@ -89,7 +90,7 @@ async def alongside(
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         done = asyncio.get_running_loop().run_in_executor(pool, attack, *args)
         await asyncio.gather(bystander.keep_going(done), done)
-    assert (await bystander.peer.heartbeat())[4]["status"] == "ok"
+    assert (await bystander.peer.reply(await bystander.peer.heartbeat()))[4]["status"] == "ok"
     await bystander.peer.close()
     return done.result(), bystander
 

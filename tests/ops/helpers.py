@@ -1,11 +1,11 @@
-"""Helpers for the operations suites: nodes that clean up after themselves, a small sync
-Phoenix V2 client, and bounded waits (every wait gives up after a deadline, none sleeps blindly).
+"""Helpers for the operations suites: nodes that clean up after themselves, HTTP calls, and
+bounded waits (every wait gives up after a deadline, none sleeps blindly). Sockets are
+:class:`switchboard.client.Client`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
 from tests.support.processes import ServerProcess, running_server, start_server
 
@@ -74,66 +73,3 @@ def http(method: str, url: str, **options: Any) -> httpx.Response:
     TLS context, whose set-up costs more than the request)."""
     with httpx.Client(verify=False, trust_env=False, timeout=WAIT) as client:
         return client.request(method, url, **options)
-
-
-class Client:
-    """A bare Phoenix V2 client on websockets' sync API; frames not yet matched are kept."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-        self.frames: list[list[Any]] = []
-        self._ref = 0
-        self.join_refs: dict[str, str] = {}
-
-    @classmethod
-    def open(cls, stack: contextlib.ExitStack, url: str, **options: Any) -> Client:
-        options.setdefault("open_timeout", WAIT)
-        options.setdefault("close_timeout", 2)
-        return cls(stack.enter_context(connect(url, **options)))
-
-    def _next(self) -> str:
-        self._ref += 1
-        return str(self._ref)
-
-    def push(self, topic: str, event: str, payload: Any = None) -> str:
-        ref = self._next()
-        join_ref = self.join_refs.get(topic)
-        self.connection.send(json.dumps([join_ref, ref, topic, event, payload or {}]))
-        return ref
-
-    def join(self, topic: str, payload: Any = None) -> list[Any]:
-        """Join ``topic``; returns the reply frame, whatever its status."""
-        ref = self._next()
-        self.join_refs[topic] = ref
-        self.connection.send(json.dumps([ref, ref, topic, "phx_join", payload or {}]))
-        return self.reply(ref)
-
-    def joined(self, topic: str) -> list[Any]:
-        reply = self.join(topic)
-        assert reply[4]["status"] == "ok", reply
-        return reply
-
-    def wait(self, what: str, match: Callable[[list[Any]], bool], timeout: float = WAIT) -> Any:
-        for index, frame in enumerate(self.frames):
-            if match(frame):
-                return self.frames.pop(index)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"no frame for {what} within {timeout}s; got {self.frames[-8:]}")
-            try:
-                frame = json.loads(self.connection.recv(timeout=remaining))
-            except TimeoutError:
-                continue
-            if match(frame):
-                return frame
-            self.frames.append(frame)
-
-    def reply(self, ref: str, timeout: float = WAIT) -> Any:
-        return self.wait(
-            f"reply to ref {ref}", lambda f: f[3] == "phx_reply" and f[1] == ref, timeout
-        )
-
-    def event(self, topic: str, event: str, timeout: float = WAIT) -> Any:
-        return self.wait(f"{event} on {topic}", lambda f: f[2] == topic and f[3] == event, timeout)

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from switchboard.client import Client
 from tests.ops.helpers import bearer, http, node, wait_until
+from tests.support.clients import open_client
 from tests.support.processes import ServerProcess
-from tests.support.wire import Wire, open_wire
 
 ADMIN_TOKEN = "console-api-" + os.urandom(8).hex()
 
@@ -71,12 +72,12 @@ def test_the_connections_list_has_each_sockets_facts_and_searches_and_pages(
     console: ServerProcess,
 ) -> None:
     with ExitStack() as stack:
-        ann = open_wire(stack, console, "ann-facts")
+        ann = open_client(stack, console, "ann-facts")
         ann.joined("room:facts-a")
         ann.joined("room:facts-b")
         ann.reply(ann.push("room:facts-a", "ping", {"n": 1}))
         for _ in range(3):
-            open_wire(stack, console, "ben-facts").joined("room:facts-a")
+            open_client(stack, console, "ben-facts").joined("room:facts-a")
 
         found = get(console, "connections?q=ann-facts")
         assert found["total"] == 1 and found["missing"] == []
@@ -109,8 +110,8 @@ def test_disconnecting_a_connection_or_a_user_closes_exactly_those_sockets_and_i
     console: ServerProcess,
 ) -> None:
     with ExitStack() as stack:
-        target, bystander = (open_wire(stack, console, "cleo-cut") for _ in range(2))
-        other = open_wire(stack, console, "dan-stays")
+        target, bystander = (open_client(stack, console, "cleo-cut") for _ in range(2))
+        other = open_client(stack, console, "dan-stays")
         for wire in (target, bystander, other):
             wire.joined("room:cut")
         one = get(console, "connections?q=cleo-cut")["connections"][0]
@@ -144,15 +145,16 @@ def test_disconnecting_a_connection_or_a_user_closes_exactly_those_sockets_and_i
     assert any("disconnected user cleo-cut: 1 socket(s) closed" in e for e in events), events
 
 
-def _closed(wire: Wire) -> bool:
-    return wire.closed_with() == 1001
+def _closed(wire: Client) -> bool:
+    return wire.closed() == 1001
 
 
 def test_topics_are_listed_with_counts_and_a_topic_shows_presences_and_recent_traffic(
     console: ServerProcess,
 ) -> None:
     with ExitStack() as stack:
-        eve, fay = open_wire(stack, console, "eve-topic"), open_wire(stack, console, "fay-topic")
+        eve = open_client(stack, console, "eve-topic")
+        fay = open_client(stack, console, "fay-topic")
         for wire in (eve, fay):
             wire.joined("room:watched")
         eve.joined("room:quiet")
@@ -194,7 +196,7 @@ def test_topics_are_listed_with_counts_and_a_topic_shows_presences_and_recent_tr
             json={"topic": "room:watched", "event": "notice", "payload": {"n": 1}},
         )
         assert sent.status_code == 202, sent.text
-        fay.wait("the console's broadcast", lambda f: f[3] == "notice" and f[4] == {"n": 1})
+        fay.expect("the console's broadcast", lambda f: f[3] == "notice" and f[4] == {"n": 1})
         recent = wait_until(
             "both in the recent traffic",
             lambda: (r := get(console, "topics/room:watched")["recent"]) and len(r) >= 2 and r,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
+from switchboard.client import Client, bearer_subprotocol
 from switchboard.server.auth import issue_token
-from tests.ops.helpers import WAIT, Client, bearer, http, node, node_within, unique
+from tests.ops.helpers import bearer, http, node, node_within, unique
 from tests.support.processes import ServerProcess
 
 API_KEY = unique("logs-api-key-" + "k" * 16)
@@ -39,10 +37,7 @@ def _lines_with(server: ServerProcess, text: str) -> list[dict[str, object]]:
 
 
 def _refused(url: str, **options: object) -> int:
-    with pytest.raises(InvalidStatus) as refused:
-        with connect(url, open_timeout=WAIT, **options):  # type: ignore[arg-type]
-            pass
-    return refused.value.response.status_code
+    return Client.refusal(url, **options).status
 
 
 def _forged(server: ServerProcess, user: str) -> str:
@@ -52,13 +47,9 @@ def _forged(server: ServerProcess, user: str) -> str:
     return f"{payload}.{signature}"
 
 
-def _subprotocol(token: str) -> str:
-    return "base64url.bearer.phx." + base64.b64encode(token.encode()).decode().rstrip("=")
-
-
 def _crash(server: ServerProcess, user: str, topic: str) -> None:
     with ExitStack() as stack:
-        client = Client.open(stack, server.socket_url(user))
+        client = stack.enter_context(Client.connect(server.socket_url(user)))
         client.joined(topic)
         client.push(topic, "crash")
         client.event(topic, "phx_error")
@@ -99,13 +90,14 @@ def test_a_socket_token_never_appears_in_the_logs_accepted_or_refused(level: str
         good = server.token(user)
         forged = _forged(server, user)
         with ExitStack() as stack:  # accepted: token in the query string, then as subprotocol
-            client = Client.open(stack, server.socket_url(user))
+            client = stack.enter_context(Client.connect(server.socket_url(user)))
             client.joined("room:tokens")
             client.reply(client.push("room:tokens", "ping", {"hello": "world"}))
-            by_protocol = Client.open(
-                stack,
-                f"{server.ws_url}?vsn=2.0.0",
-                subprotocols=["phoenix", _subprotocol(good)],  # type: ignore[list-item]
+            by_protocol = stack.enter_context(
+                Client.connect(
+                    f"{server.ws_url}?vsn=2.0.0",
+                    subprotocols=["phoenix", bearer_subprotocol(good)],
+                )
             )
             by_protocol.joined("room:tokens")
         # refused: a forged token in the query string, then as subprotocol, then a bad vsn
@@ -113,7 +105,7 @@ def test_a_socket_token_never_appears_in_the_logs_accepted_or_refused(level: str
         assert (
             _refused(
                 f"{server.ws_url}?vsn=2.0.0",
-                subprotocols=["phoenix", _subprotocol(forged)],
+                subprotocols=["phoenix", bearer_subprotocol(forged)],
             )
             == 403
         )
@@ -125,7 +117,7 @@ def test_a_socket_token_never_appears_in_the_logs_accepted_or_refused(level: str
 
         for text in (good, forged, good.partition(".")[2], forged.partition(".")[2]):
             assert _lines_with(server, text) == [], f"{text!r} leaked"
-        assert _lines_with(server, _subprotocol(good).rsplit(".", 1)[1]) == []
+        assert _lines_with(server, bearer_subprotocol(good).rsplit(".", 1)[1]) == []
         assert _lines_with(server, API_KEY) == []
 
 
@@ -179,7 +171,7 @@ def test_a_slow_handle_in_is_logged_as_a_warning_with_its_topic_and_event(
 ) -> None:
     user, topic = unique("sleeper"), unique("test:slow")
     with ExitStack() as stack:
-        client = Client.open(stack, server.socket_url(user))
+        client = stack.enter_context(Client.connect(server.socket_url(user)))
         client.joined(topic)
         assert client.reply(client.push(topic, "ping", {}))[4]["status"] == "ok"
         assert client.reply(client.push(topic, "sleep", {"ms": 300}))[4]["status"] == "ok"
@@ -268,7 +260,7 @@ def test_log_level_warning_suppresses_info_lines_but_keeps_warnings() -> None:
         topic = unique("test:quiet")
         assert _refused(f"{server.ws_url}?vsn=2.0.0") == 403  # logged at info
         with ExitStack() as stack:
-            client = Client.open(stack, server.socket_url(unique("quiet")))
+            client = stack.enter_context(Client.connect(server.socket_url(unique("quiet"))))
             client.joined(topic)
             client.reply(client.push(topic, "sleep", {"ms": 300}))
         server.wait_for_log(lambda e: e.get("topic") == topic and e.get("level") == "warning")

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchboard.client import Client
 from switchboard.server import telemetry
 from switchboard.server.config import Settings
 from switchboard.server.metrics import NodeMetrics
 from switchboard.server.node import Node
 from switchboard.server.pubsub import PubSub
 from switchboard.server.pubsub.memory import MemoryBackend
-from tests.ops.helpers import Client, http, node, unique, wait_until
+from tests.ops.helpers import http, node, unique, wait_until
 from tests.support.processes import ServerProcess
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -93,8 +94,8 @@ def test_metrics_follow_clients_connecting_joining_and_shouting() -> None:
 
         topic = unique("room:metrics")
         with ExitStack() as stack:
-            alice = Client.open(stack, server.socket_url(unique("alice")))
-            bob = Client.open(stack, server.socket_url(unique("bob")))
+            alice = stack.enter_context(Client.connect(server.socket_url(unique("alice"))))
+            bob = stack.enter_context(Client.connect(server.socket_url(unique("bob"))))
             alice.joined(topic)
             bob.joined(topic)  # both sockets are open once their joins are answered
             joined = _scrape(server)

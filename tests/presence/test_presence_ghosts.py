@@ -26,8 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from switchboard.server.socket_server import SocketServer
 from tests.presence.inprocess import InProcessNode, in_process_node, send
+from tests.support.clients import open_client
 from tests.support.processes import ServerProcess, running_server
-from tests.support.wire import open_wire
 
 SETTLE = 2.0  # bound on the wait for presence to settle once every socket is gone
 API_KEY = "ghost-test-api-key-" + uuid.uuid4().hex
@@ -170,10 +170,10 @@ def test_a_burst_of_joins_leaves_and_duplicate_joins_then_close_leaves_no_ghost_
 
     with ExitStack() as stack:  # and a newcomer is told only about itself
         newcomer = "carol-" + uuid.uuid4().hex[:6]
-        wire = open_wire(stack, server, newcomer)
+        wire = open_client(stack, server, newcomer)
         wire.join(topic)
-        state = wire.wait("presence_state", lambda f: f[3] == "presence_state")
+        state = wire.expect("presence_state", lambda f: f[3] == "presence_state")
         assert set(state[4]) <= {newcomer}, f"the newcomer was told about ghosts: {state[4]}"
         if not state[4]:  # a state from before its own join: its diff follows
-            diff = wire.wait("own join", lambda f: f[3] == "presence_diff")
+            diff = wire.expect("own join", lambda f: f[3] == "presence_diff")
             assert list(diff[4]["joins"]) == [newcomer] and diff[4]["leaves"] == {}

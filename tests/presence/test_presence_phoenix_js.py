@@ -2,8 +2,8 @@
 
 Each phoenix.js client lives in a Node agent (tests/support/js/agent.js) that takes commands
 on stdin and reports every callback on stdout, so a test drives clients step by step and
-waits on what they report. Raw ``websockets`` clients look at the frames where the order of
-the wire matters, and at the cache counters of ``GET /test/actors``.
+waits on what they report. Bare ``switchboard.client`` clients look at the frames where the
+order of the wire matters, and at the cache counters of ``GET /test/actors``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
+from switchboard.client import Client
+from tests.support.clients import open_client
 from tests.support.nodes import actor_status, poll_actor_status, running_node, unique_user
 from tests.support.phoenix_agent import Agent, Listing
 from tests.support.phoenix_agent import has_shape as _has_shape
 from tests.support.phoenix_agent import refs as _refs
 from tests.support.phoenix_agent import shape as _shape
 from tests.support.processes import ServerProcess
-from tests.support.wire import Wire, open_wire
 
 WAIT = 5.0  # bound on any wait that has no tighter budget of its own
 LEAVE_BUDGET = 2.0  # a leave, however the client went, reaches the others within this
@@ -92,7 +93,7 @@ def _check_metas(listing: Listing) -> None:
 # -- raw clients -------------------------------------------------------------------------------
 
 
-def _presences(wire: Wire, topic: str) -> dict[str, set[str]]:
+def _presences(wire: Client, topic: str) -> dict[str, set[str]]:
     """key -> phx_refs, from the presence frames a raw client got so far, in order."""
     state: dict[str, set[str]] = {}
     for frame in wire.frames:
@@ -235,12 +236,12 @@ def test_a_joiner_gets_no_diff_its_first_presence_state_already_holds(
     """The joiner's own join is flushed with the state it gets, so it gets it only once."""
     user, sentinel = unique_user("raw"), unique_user("sentinel")
     with ExitStack() as stack:
-        wire = open_wire(stack, server, user)
+        wire = open_client(stack, server, user)
         join_ref = wire.join(topic)
-        state = wire.wait("presence_state", lambda f: f[3] == "presence_state")
+        state = wire.expect("presence_state", lambda f: f[3] == "presence_state")
         assert state[:3] == [join_ref, None, topic] and list(state[4]) == [user]
-        open_wire(stack, server, sentinel).join(topic)  # its diff comes after any of ours
-        wire.wait("the sentinel's diff", lambda f: f[3] == "presence_diff")
+        open_client(stack, server, sentinel).join(topic)  # its diff comes after any of ours
+        wire.expect("the sentinel's diff", lambda f: f[3] == "presence_diff")
     presence = [f for f in wire.frames if f[3] in ("presence_diff", "presence_state")]
     assert [f[3] for f in presence] == ["presence_state", "presence_diff"], wire.frames
     assert list(presence[1][4]["joins"]) == [sentinel] and presence[1][4]["leaves"] == {}
@@ -369,11 +370,11 @@ def test_presence_state_is_built_once_and_shared_until_a_change() -> None:
     with _node(env) as node, ExitStack() as stack:
         topic = f"room:cache-{uuid.uuid4().hex[:6]}"
         first_user = unique_user("first")
-        first = open_wire(stack, node, first_user)
+        first = open_client(stack, node, first_user)
         # opened before the first join
-        wires = [open_wire(stack, node, unique_user(f"j{i}")) for i in range(joiners)]
+        wires = [open_client(stack, node, unique_user(f"j{i}")) for i in range(joiners)]
         first.join(topic)
-        built = first.wait("first state", lambda f: f[3] == "presence_state")
+        built = first.expect("first state", lambda f: f[3] == "presence_state")
         assert list(built[4]) == [first_user]
         counters = actor_status(node)["presence_states"]
 
@@ -382,7 +383,7 @@ def test_presence_state_is_built_once_and_shared_until_a_change() -> None:
         stalled_at = time.monotonic()
         for wire in wires:
             wire.join(topic)
-        states = [w.wait("state in the stall", lambda f: f[3] == "presence_state") for w in wires]
+        states = [w.expect("state in the stall", lambda f: f[3] == "presence_state") for w in wires]
         during = actor_status(node)["presence_states"]
         assert time.monotonic() - stalled_at < 3, "the states came while the actor was stalled"
         assert all(s[4] == built[4] for s in states), "every joiner got the state already built"
@@ -391,20 +392,20 @@ def test_presence_state_is_built_once_and_shared_until_a_change() -> None:
 
         # The stall ends and the queued tracks land: every client converges on all users.
         for wire in [first, *wires]:
-            wire.wait(
+            wire.wait_until(
                 "every joiner's diff",
-                lambda _frame, wire=wire: len(_presences(wire, topic)) == joiners + 1,
+                lambda wire=wire: len(_presences(wire, topic)) == joiners + 1,
             )
             assert all(len(refs) == 1 for refs in _presences(wire, topic).values())
 
         late_user = unique_user("late")
-        late = open_wire(stack, node, late_user)
+        late = open_client(stack, node, late_user)
         late.join(topic)
-        fresh = late.wait("state after the changes", lambda f: f[3] == "presence_state")
+        fresh = late.expect("state after the changes", lambda f: f[3] == "presence_state")
         assert len(set(fresh[4]) - {late_user}) == joiners + 1, (
             "the late joiner's state was built after the changes and holds everyone"
         )
-        late.wait(
+        late.wait_until(
             "the late joiner sees itself too",
-            lambda _frame: len(_presences(late, topic)) == joiners + 2,
+            lambda: len(_presences(late, topic)) == joiners + 2,
         )

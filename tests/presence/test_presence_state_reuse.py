@@ -3,36 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from typing import Any
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 
+from switchboard.client import AsyncClient
 from tests.support.processes import ServerProcess, running_server
 
 JOINERS = 100
 WINDOW = 0.05  # SWITCHBOARD_PRESENCE_WINDOW's default
 
 
-async def _join(server: ServerProcess, user: str) -> tuple[ClientConnection, dict[str, object]]:
+async def _join(server: ServerProcess, user: str) -> tuple[AsyncClient, dict[str, object]]:
     """Join; return the presence_state, once the joiner has seen itself (in the state, or in
     a diff after it when the state was built before its own join)."""
-    ws = await connect(server.socket_url(user))
-    await ws.send(json.dumps(["1", "1", "room:busy", "phx_join", {}]))
-    state: dict[str, object] | None = None
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        if frame[3] == "presence_state":
-            state = frame[4]
-            seen = user in state
-        elif frame[3] == "presence_diff" and state is not None:
-            seen = user in frame[4]["joins"]
-        else:
-            continue
-        if seen:
-            assert state is not None
-            return ws, state
+    client = await AsyncClient.connect(server.socket_url(user))
+    await client.join("room:busy")
+    state: dict[str, Any] = (await client.event("room:busy", "presence_state", timeout=10))[4]
+
+    def sees_itself(frame: Any) -> bool:
+        return isinstance(frame, list) and frame[3] == "presence_diff" and user in frame[4]["joins"]
+
+    if user not in state:
+        await client.expect(f"{user}'s own join", sees_itself, timeout=10)
+    return client, state
 
 
 def _builds(server: ServerProcess) -> int:
@@ -44,7 +39,7 @@ def test_a_burst_of_joiners_shares_a_few_builds_of_presence_state() -> None:
         before = _builds(server)
         started = time.monotonic()
 
-        async def burst() -> list[tuple[ClientConnection, dict[str, object]]]:
+        async def burst() -> list[tuple[AsyncClient, dict[str, object]]]:
             joined = await asyncio.gather(*(_join(server, f"user{i}") for i in range(JOINERS)))
             return list(joined)
 

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from switchboard.client import AsyncClient
 from tests.server.nodes import node
-from tests.server.wire import Peer, open_peer, run
+from tests.support.clients import run
 from tests.support.processes import ServerProcess
 
 OK = {"status": "ok", "response": {}}
@@ -24,8 +25,9 @@ def two_channel_node() -> Iterator[ServerProcess]:
         yield running
 
 
-async def peers(server: ServerProcess, *users: str) -> list[Peer]:
-    return list(await asyncio.gather(*(open_peer(server.socket_url(u)) for u in users)))
+async def peers(server: ServerProcess, *users: str) -> list[AsyncClient]:
+    connecting = (AsyncClient.connect(server.socket_url(u)) for u in users)
+    return list(await asyncio.gather(*connecting))
 
 
 # --- heartbeat
@@ -34,9 +36,10 @@ async def peers(server: ServerProcess, *users: str) -> list[Peer]:
 def test_a_heartbeat_is_answered_with_the_exact_frame(server: ServerProcess) -> None:
     async def scenario() -> None:
         [peer] = await peers(server, "alice")
-        await peer.ws.send('[null,"8","phoenix","heartbeat",{}]')
+        await peer.send_raw('[null,"8","phoenix","heartbeat",{}]')
         assert (
-            await peer.ws.recv() == '[null,"8","phoenix","phx_reply",{"status":"ok","response":{}}]'
+            await peer.connection.recv()
+            == '[null,"8","phoenix","phx_reply",{"status":"ok","response":{}}]'
         )
         await peer.close()
 
@@ -64,7 +67,7 @@ def test_a_ping_reply_echoes_the_payload_with_join_ref_and_ref(server: ServerPro
     async def scenario() -> None:
         [peer] = await peers(server, "alice")
         await peer.send(["12", "12", "room:lobby", "phx_join", {}])
-        await peer.reply_to("12")
+        await peer.reply("12")
         await peer.send(["12", "15", "room:lobby", "ping", {"n": [1, 2, {"x": None}]}])
         assert await peer.recv() == [
             "12",
@@ -148,8 +151,14 @@ def test_nobody_can_shout_as_someone_else(server: ServerProcess) -> None:
 def test_room_forbidden_refuses_the_join_as_unauthorized(server: ServerProcess) -> None:
     async def scenario() -> None:
         [peer] = await peers(server, "alice")
-        join_ref, reply = await peer.join("room:forbidden")
-        assert reply == [join_ref, join_ref, "room:forbidden", "phx_reply", error("unauthorized")]
+        ref = await peer.join("room:forbidden")
+        assert await peer.reply(ref) == [
+            ref,
+            ref,
+            "room:forbidden",
+            "phx_reply",
+            error("unauthorized"),
+        ]
         await peer.close()
 
     run(scenario())
@@ -158,8 +167,14 @@ def test_room_forbidden_refuses_the_join_as_unauthorized(server: ServerProcess) 
 def test_secret_topics_refuse_every_join(server: ServerProcess) -> None:
     async def scenario() -> None:
         [peer] = await peers(server, "alice")
-        join_ref, reply = await peer.join("secret:plans")
-        assert reply == [join_ref, join_ref, "secret:plans", "phx_reply", error("unauthorized")]
+        ref = await peer.join("secret:plans")
+        assert await peer.reply(ref) == [
+            ref,
+            ref,
+            "secret:plans",
+            "phx_reply",
+            error("unauthorized"),
+        ]
         await peer.close()
 
     run(scenario())
@@ -200,8 +215,8 @@ def test_a_binary_ping_gets_a_binary_kind_1_reply(server: ServerProcess) -> None
     async def scenario() -> None:
         [peer] = await peers(server, "alice")
         join_ref = await peer.joined("room:bin")
-        ref = await peer.push_binary(join_ref, "room:bin", "ping", b"\x00\x01\xfe\xff")
-        reply = await peer.expect(lambda f: isinstance(f, bytes))
+        ref = await peer.push_binary("room:bin", "ping", b"\x00\x01\xfe\xff")
+        reply = await peer.expect("binary reply", lambda f: isinstance(f, bytes))
         header = bytes([1, len(join_ref), len(ref), len("room:bin"), 2])
         assert (
             reply
@@ -215,10 +230,10 @@ def test_a_binary_ping_gets_a_binary_kind_1_reply(server: ServerProcess) -> None
 def test_a_binary_shout_is_broadcast_as_kind_2(server: ServerProcess) -> None:
     async def scenario() -> None:
         alice, bob = await peers(server, "alice", "bob")
-        join_ref = await alice.joined("room:binshout")
+        await alice.joined("room:binshout")
         await bob.joined("room:binshout")
-        await alice.push_binary(join_ref, "room:binshout", "shout", b"\x07\x08")
-        frame = await bob.expect(lambda f: isinstance(f, bytes))
+        await alice.push_binary("room:binshout", "shout", b"\x07\x08")
+        frame = await bob.expect("binary shout", lambda f: isinstance(f, bytes))
         assert (
             frame == bytes([2, len("room:binshout"), 5]) + b"room:binshout" + b"shout" + b"\x07\x08"
         )
@@ -299,10 +314,10 @@ def test_a_direct_push_carries_the_join_ref_and_a_null_ref(server: ServerProcess
 def test_a_crashing_join_is_refused_as_join_crashed(server: ServerProcess) -> None:
     async def scenario() -> None:
         [peer] = await peers(server, "alice")
-        join_ref, reply = await peer.join("test:boom", {"crash": True})
-        assert reply == [join_ref, join_ref, "test:boom", "phx_reply", error("join crashed")]
-        assert (await peer.heartbeat())[4] == OK
-        assert (await peer.join("test:boom"))[1][4]["status"] == "ok"
+        ref = await peer.join("test:boom", {"crash": True})
+        assert await peer.reply(ref) == [ref, ref, "test:boom", "phx_reply", error("join crashed")]
+        assert (await peer.reply(await peer.heartbeat()))[4] == OK
+        await peer.joined("test:boom")
         await peer.close()
 
     run(scenario())
@@ -339,7 +354,7 @@ def test_a_channel_crash_errors_that_channel_only(server: ServerProcess) -> None
         reply = await peer.call("test:steady", "ping", {"still": "here"}, join_ref=steady)
         assert reply[4] == {"status": "ok", "response": {"still": "here"}}
         # The crashed topic is free again: the client's rejoin works.
-        assert (await peer.join("test:crash"))[1][4]["status"] == "ok"
+        await peer.joined("test:crash")
         await peer.close()
 
     run(scenario())
@@ -358,11 +373,11 @@ def test_a_slow_handle_in_delays_neither_heartbeats_nor_other_channels(
         queued_ref = await peer.push("test:slow", "ping", {"after": "sleep"}, join_ref=slow)
         ping = await peer.call("test:fast", "ping", {}, join_ref=fast)
         ping_at = loop.time() - started
-        heartbeat = await peer.heartbeat()
+        heartbeat = await peer.reply(await peer.heartbeat())
         heartbeat_at = loop.time() - started
-        await peer.reply_to(sleep_ref, timeout=3)
+        await peer.reply(sleep_ref, timeout=3)
         sleep_at = loop.time() - started
-        queued = await peer.reply_to(queued_ref)
+        queued = await peer.reply(queued_ref)
         assert ping[4]["status"] == heartbeat[4]["status"] == "ok"
         assert queued[4] == {"status": "ok", "response": {"after": "sleep"}}
         assert ping_at < 0.25 and heartbeat_at < 0.25, (ping_at, heartbeat_at)
@@ -383,11 +398,11 @@ def test_a_disconnect_broadcast_closes_every_socket_of_that_user_with_1001(
         await first.push("test:kick", "kick", {}, join_ref=join_ref)
         codes = await asyncio.gather(first.closed(), second.closed())
         assert codes == [1001, 1001]
-        assert (await other.heartbeat())[4] == OK
+        assert (await other.reply(await other.heartbeat()))[4] == OK
         assert (await other.call("room:kick", "ping", {}, join_ref="1"))[4]["status"] == "ok"
         # The user may come back.
         [again] = await peers(server, "kicked")
-        assert (await again.heartbeat())[4] == OK
+        assert (await again.reply(await again.heartbeat()))[4] == OK
         await asyncio.gather(other.close(), again.close())
 
     run(scenario())
@@ -399,11 +414,11 @@ def test_a_disconnect_cancels_a_hook_in_progress_without_errors(server: ServerPr
         sleeper = await first.joined("test:sleepy")
         kicker = await second.joined("test:kicker")
         await first.push("test:sleepy", "sleep", {"ms": 3000}, join_ref=sleeper)
-        await first.heartbeat()  # the sleep has started
+        await first.reply(await first.heartbeat())  # the sleep has started
         await second.push("test:kicker", "kick", {}, join_ref=kicker)
         assert await asyncio.gather(first.closed(), second.closed()) == [1001, 1001]
         [again] = await peers(server, "sleepy")
-        assert (await again.heartbeat())[4] == OK
+        assert (await again.reply(await again.heartbeat()))[4] == OK
         await again.close()
 
     errors_before = len([e for e in server.logs if e.get("level") == "error"])
@@ -422,10 +437,10 @@ def test_joins_past_the_channel_limit_are_refused_until_one_is_left(
         [peer] = await peers(two_channel_node, "alice")
         first = await peer.joined("room:1")
         await peer.joined("room:2")
-        join_ref, reply = await peer.join("room:3")
-        assert reply == [
-            join_ref,
-            join_ref,
+        ref = await peer.join("room:3")
+        assert await peer.reply(ref) == [
+            ref,
+            ref,
             "room:3",
             "phx_reply",
             error("too many channels joined"),

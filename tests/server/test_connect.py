@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from switchboard.client import AsyncClient, bearer_subprotocol
 from switchboard.server.auth import issue_token, token_from_subprotocols, verify_token
 from tests.server.nodes import node
-from tests.server.wire import bearer_subprotocol, open_peer, refusal_status, run
+from tests.support.clients import run
 from tests.support.processes import ServerProcess
 
 GOOD_ORIGIN = "http://good.example"
@@ -26,19 +27,19 @@ def guarded() -> Iterator[ServerProcess]:
 
 
 def refused(url: str, **options: object) -> None:
-    status, body = run(refusal_status(url, **options))
-    assert (status, body) == (403, b"")
+    refusal = run(AsyncClient.refusal(url, **options))
+    assert (refusal.status, refusal.body) == (403, b"")
 
 
 def accepted(url: str, **options: object) -> str | None:
     """Connect, answer a heartbeat, return the subprotocol the server chose."""
 
     async def scenario() -> str | None:
-        peer = await open_peer(url, **options)
-        reply = await peer.heartbeat()
+        peer = await AsyncClient.connect(url, **options)
+        reply = await peer.reply(await peer.heartbeat())
         assert reply[4] == {"status": "ok", "response": {}}
         await peer.close()
-        return peer.ws.subprotocol
+        return peer.subprotocol
 
     return run(scenario())
 

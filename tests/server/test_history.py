@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from switchboard.client import AsyncClient
 from switchboard.server.pubsub import Position
 from tests.server.nodes import node
-from tests.server.wire import Peer, open_peer, run
+from tests.support.clients import run
 from tests.support.nodes import unique_user
 from tests.support.processes import ServerProcess
 
@@ -31,18 +32,18 @@ def no_history() -> Iterator[ServerProcess]:
         yield running
 
 
-async def peer(server: ServerProcess) -> Peer:
-    return await open_peer(server.socket_url(unique_user("u")))
+async def peer(server: ServerProcess) -> AsyncClient:
+    return await AsyncClient.connect(server.socket_url(unique_user("u")))
 
 
-async def join(peer: Peer, topic: str, payload: Any = None) -> dict[str, Any]:
-    join_ref, reply = await peer.join(topic, payload)
+async def join(peer: AsyncClient, topic: str, payload: Any = None) -> dict[str, Any]:
+    reply = await peer.call(topic, "phx_join", payload)
     assert reply[4]["status"] == "ok", reply
     response: dict[str, Any] = reply[4]["response"]
     return response
 
 
-async def shouts(peer: Peer, topic: str, count: int) -> list[list[Any]]:
+async def shouts(peer: AsyncClient, topic: str, count: int) -> list[list[Any]]:
     return [await peer.event(topic, "shout") for _ in range(count)]
 
 
@@ -130,7 +131,7 @@ def test_api_broadcasts_are_kept_and_binary_shouts_are_live_only(server: ServerP
         )
         assert response.status_code == 202, response.text
         news = await alice.event(topic, "news")
-        await alice.push_binary(join_ref, topic, "shout", b"\x01\x02")
+        await alice.push_binary(topic, "shout", b"\x01\x02", join_ref=join_ref)
         binary = await alice.recv()
         assert binary == bytes([2, len(topic), 5]) + topic.encode() + b"shout\x01\x02"
         bob = await peer(server)

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from switchboard.client import AsyncClient
 from tests.server.nodes import node
-from tests.server.wire import open_peer, run
+from tests.support.clients import run
 from tests.support.processes import ServerProcess
 from tests.support.raw import RawClient
 
@@ -29,8 +30,8 @@ def test_the_node_logs_once_which_io_path_it_takes(path: tuple[str, ServerProces
 
     async def scenario() -> None:
         for user in ("log-a", "log-b"):
-            peer = await open_peer(server.socket_url(user))
-            await peer.heartbeat()
+            peer = await AsyncClient.connect(server.socket_url(user))
+            await peer.reply(await peer.heartbeat())
             await peer.close()
 
     run(scenario())
@@ -61,11 +62,11 @@ def test_binary_payloads_across_frame_header_sizes_come_back_whole(
     _, server = path
 
     async def scenario() -> None:
-        peer = await open_peer(server.socket_url("sizes"))
+        peer = await AsyncClient.connect(server.socket_url("sizes"))
         join_ref = await peer.joined("room:sizes")
         data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-        ref = await peer.push_binary(join_ref, "room:sizes", "ping", data)
-        reply = await peer.expect(lambda f: isinstance(f, bytes))
+        ref = await peer.push_binary("room:sizes", "ping", data, join_ref=join_ref)
+        reply = await peer.expect("binary reply", lambda f: isinstance(f, bytes))
         assert isinstance(reply, bytes) and reply.endswith(data)
         assert ref.encode() in reply[:64]
         await peer.close()
@@ -77,8 +78,8 @@ def test_a_websocket_ping_gets_its_pong(path: tuple[str, ServerProcess]) -> None
     _, server = path
 
     async def scenario() -> None:
-        peer = await open_peer(server.socket_url("pinger"))
-        pong = await peer.ws.ping(b"are you there")
+        peer = await AsyncClient.connect(server.socket_url("pinger"))
+        pong = await peer.connection.ping(b"are you there")
         await asyncio.wait_for(pong, WAIT)
         await peer.close()
 

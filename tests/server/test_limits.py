@@ -13,16 +13,13 @@ import contextlib
 import time
 import uuid
 from contextlib import ExitStack
-from typing import Any
 
 import httpx
-import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
 
+from switchboard.client import Client, Closed, Refused
+from tests.support.clients import open_client
 from tests.support.nodes import running_node, unique_user
 from tests.support.processes import ServerProcess
-from tests.support.wire import open_wire
 
 WAIT = 5.0
 API_KEY = "limits-test-api-key-" + uuid.uuid4().hex
@@ -34,12 +31,9 @@ def _node(env: dict[str, str]) -> contextlib.AbstractContextManager[ServerProces
     return running_node({"SWITCHBOARD_API_KEY": API_KEY, **env})
 
 
-def _refused(server: ServerProcess, user: str, headers: dict[str, str] | None = None) -> Any:
-    """Connect, expecting a refusal before the upgrade; return the HTTP response."""
-    with pytest.raises(InvalidStatus) as refused:
-        with connect(server.socket_url(user), open_timeout=WAIT, additional_headers=headers):
-            pass
-    return refused.value.response
+def _refused(server: ServerProcess, user: str, headers: dict[str, str] | None = None) -> Refused:
+    """Connect, expecting a refusal before the upgrade; return it."""
+    return Client.refusal(server.socket_url(user), headers=headers)
 
 
 def _presence_api(server: ServerProcess, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -54,13 +48,13 @@ def _presence_api(server: ServerProcess, headers: dict[str, str] | None = None) 
 def test_the_fourth_quick_connect_from_one_ip_gets_429_with_retry_after() -> None:
     with _node({"SWITCHBOARD_CONNECT_RATE": "3,0.5"}) as node, ExitStack() as stack:
         for i in range(3):
-            open_wire(stack, node, unique_user(f"c{i}"))
+            open_client(stack, node, unique_user(f"c{i}"))
         response = _refused(node, unique_user("c3"))
-        assert response.status_code == 429
+        assert response.status == 429
         retry_after = int(response.headers["Retry-After"])
         assert 1 <= retry_after <= 2, "one token at 0.5/s is at most 2 s away"
         # Refused before the token is even read: a different user is refused all the same.
-        assert _refused(node, unique_user("other")).status_code == 429
+        assert _refused(node, unique_user("other")).status == 429
 
 
 # -- 2. sockets per user -----------------------------------------------------------------------
@@ -70,24 +64,24 @@ def test_a_user_at_the_socket_limit_gets_403_until_one_of_its_sockets_closes() -
     env = {"SWITCHBOARD_USER_SOCKET_LIMIT": "2", "SWITCHBOARD_CONNECT_RATE": "1000,1000"}
     with _node(env) as node, ExitStack() as stack:
         user = unique_user("limited")
-        first = stack.enter_context(connect(node.socket_url(user), open_timeout=WAIT))
-        open_wire(stack, node, user)
+        first = open_client(stack, node, user)
+        open_client(stack, node, user)
         response = _refused(node, user)
-        assert response.status_code == 403
-        assert response.body in (b"", None), "phoenix.js expects an empty 403"
-        open_wire(stack, node, unique_user("someone-else"))  # another user is fine
+        assert response.status == 403
+        assert response.body == b"", "phoenix.js expects an empty 403"
+        open_client(stack, node, unique_user("someone-else"))  # another user is fine
 
         first.close()
         deadline = time.monotonic() + WAIT
         while True:  # the server processes the close asynchronously: poll-connect, bounded
             try:
-                open_wire(stack, node, user)
+                open_client(stack, node, user)
                 break
-            except InvalidStatus as exc:
-                assert exc.response.status_code == 403, exc.response
+            except Refused as exc:
+                assert exc.status == 403, exc
                 assert time.monotonic() < deadline, "the closed socket still counts"
                 time.sleep(0.02)
-        assert _refused(node, user).status_code == 403, "back at the limit"
+        assert _refused(node, user).status == 403, "back at the limit"
 
 
 # -- 3. pushes per socket ----------------------------------------------------------------------
@@ -97,8 +91,8 @@ def test_pushes_over_the_rate_get_rate_limited_and_a_flooding_socket_is_closed_1
     env = {"SWITCHBOARD_PUSH_RATE": "5,1", "SWITCHBOARD_FLOOD_DISCONNECT": "10"}
     topic = "room:flood"
     with _node(env) as node, ExitStack() as stack:
-        flooder = open_wire(stack, node, unique_user("flooder"))
-        bystander = open_wire(stack, node, unique_user("bystander"))
+        flooder = open_client(stack, node, unique_user("flooder"))
+        bystander = open_client(stack, node, unique_user("bystander"))
         flooder.joined(topic)
         bystander.joined(topic)
         join_ref = flooder.join_refs[topic]
@@ -110,9 +104,9 @@ def test_pushes_over_the_rate_get_rate_limited_and_a_flooding_socket_is_closed_1
         assert flooder.reply(ref) == [join_ref, ref, topic, "phx_reply", RATE_LIMITED]
 
         for n in range(6, 20):  # keep flooding: 10 rate-limited pushes in a row close it
-            with contextlib.suppress(ConnectionClosed):
+            with contextlib.suppress(Closed):
                 flooder.push(topic, "ping", {"n": n})
-        assert flooder.closed_with() == 1008
+        assert flooder.closed() == 1008
         limited = [f for f in flooder.frames if f[3] == "phx_reply" and f[4] == RATE_LIMITED]
         assert len(limited) == 10, limited
         assert all(f[0] == join_ref for f in limited), "replies carry the channel's join_ref"
@@ -127,7 +121,7 @@ def test_pushes_over_the_rate_get_rate_limited_and_a_flooding_socket_is_closed_1
 
 def test_the_third_quick_join_gets_rate_limited() -> None:
     with _node({"SWITCHBOARD_JOIN_RATE": "2,0.5"}) as node, ExitStack() as stack:
-        wire = open_wire(stack, node, unique_user("joiner"))
+        wire = open_client(stack, node, unique_user("joiner"))
         wire.joined("room:j1")
         wire.joined("room:j2")
         ref = wire.join("room:j3")
@@ -135,7 +129,7 @@ def test_the_third_quick_join_gets_rate_limited() -> None:
         # The socket is not closed and a ping on a joined room is still answered.
         assert wire.reply(wire.push("room:j1", "ping", {}))[4]["status"] == "ok"
         # Another socket has its own bucket.
-        open_wire(stack, node, unique_user("other-joiner")).joined("room:j3")
+        open_client(stack, node, unique_user("other-joiner")).joined("room:j3")
 
 
 # -- 5. HTTP API per IP ------------------------------------------------------------------------
@@ -168,9 +162,9 @@ def test_x_forwarded_for_from_an_untrusted_peer_does_not_escape_the_limits() -> 
         assert _presence_api(node).status_code == 429, "all of it was counted for 127.0.0.1"
 
         for i in range(2):
-            open_wire(stack, node, unique_user(f"x{i}"), {"X-Forwarded-For": "9.9.9.9"})
+            open_client(stack, node, unique_user(f"x{i}"), headers={"X-Forwarded-For": "9.9.9.9"})
         response = _refused(node, unique_user("x2"), {"X-Forwarded-For": "8.8.8.8"})
-        assert response.status_code == 429
+        assert response.status == 429
 
 
 def test_x_forwarded_for_from_a_trusted_proxy_gives_each_client_its_own_bucket() -> None:
@@ -191,9 +185,9 @@ def test_x_forwarded_for_from_a_trusted_proxy_gives_each_client_its_own_bucket()
         assert _presence_api(node).status_code == 200, "the proxy's own bucket is untouched"
 
         for i in range(2):
-            open_wire(stack, node, unique_user(f"y{i}"), {"X-Forwarded-For": "9.9.9.9"})
-        assert _refused(node, unique_user("y2"), {"X-Forwarded-For": "9.9.9.9"}).status_code == 429
-        open_wire(stack, node, unique_user("y3"), {"X-Forwarded-For": "8.8.8.8"})
+            open_client(stack, node, unique_user(f"y{i}"), headers={"X-Forwarded-For": "9.9.9.9"})
+        assert _refused(node, unique_user("y2"), {"X-Forwarded-For": "9.9.9.9"}).status == 429
+        open_client(stack, node, unique_user("y3"), headers={"X-Forwarded-For": "8.8.8.8"})
 
 
 # -- 7. limits off ------------------------------------------------------------------------------
@@ -211,7 +205,7 @@ def test_with_limits_off_none_of_the_limits_apply() -> None:
     }
     with _node(env) as node, ExitStack() as stack:
         user = unique_user("unlimited")
-        wires = [open_wire(stack, node, user) for _ in range(4)]  # connect rate, per-user limit
+        wires = [open_client(stack, node, user) for _ in range(4)]  # connect rate, per-user limit
         wire = wires[0]
         for n in range(3):
             wire.joined(f"room:free{n}")  # join rate

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from switchboard.client import AsyncClient, Client
 from tests.server.nodes import node
-from tests.server.wire import Peer, StalledClient, open_peer, run
+from tests.support.clients import run
 from tests.support.processes import ServerProcess
 
 MAX_FRAME = 4096
@@ -40,25 +41,25 @@ def impatient() -> Iterator[ServerProcess]:
 
 # --- bad input
 
-Offense = Callable[[Peer, str], Coroutine[Any, Any, None]]
+Offense = Callable[[AsyncClient, str], Coroutine[Any, Any, None]]
 
 
 def text(data: str) -> Offense:
-    async def offend(peer: Peer, join_ref: str) -> None:
-        await peer.ws.send(data)
+    async def offend(peer: AsyncClient, join_ref: str) -> None:
+        await peer.send_raw(data)
 
     return offend
 
 
 def binary(data: bytes) -> Offense:
-    async def offend(peer: Peer, join_ref: str) -> None:
-        await peer.ws.send(data)
+    async def offend(peer: AsyncClient, join_ref: str) -> None:
+        await peer.send_raw(data)
 
     return offend
 
 
-async def invalid_utf8_text(peer: Peer, join_ref: str) -> None:
-    await peer.ws.send(b'["1","2","room:calm","ping",{"x":"\xff\xfe"}]', text=True)
+async def invalid_utf8_text(peer: AsyncClient, join_ref: str) -> None:
+    await peer.send_raw(b'["1","2","room:calm","ping",{"x":"\xff\xfe"}]', text=True)
 
 
 CLOSING = [
@@ -83,7 +84,7 @@ CLOSING = [
 
 
 def push(frame: list[Any]) -> Offense:
-    async def offend(peer: Peer, join_ref: str) -> None:
+    async def offend(peer: AsyncClient, join_ref: str) -> None:
         await peer.send([join_ref if part == "JOIN_REF" else part for part in frame])
 
     return offend
@@ -117,10 +118,11 @@ ANSWERED = [
 ]
 
 
-async def calm_room(server: ServerProcess) -> tuple[Peer, Peer, str]:
+async def calm_room(server: ServerProcess) -> tuple[AsyncClient, AsyncClient, str]:
     """A bystander and a shouter joined to room:calm; returns them and the shouter's join_ref."""
     bystander, shouter = await asyncio.gather(
-        open_peer(server.socket_url("bystander")), open_peer(server.socket_url("shouter"))
+        AsyncClient.connect(server.socket_url("bystander")),
+        AsyncClient.connect(server.socket_url("shouter")),
     )
     await bystander.joined("room:calm")
     shouter_ref = await shouter.joined("room:calm")
@@ -128,15 +130,15 @@ async def calm_room(server: ServerProcess) -> tuple[Peer, Peer, str]:
 
 
 async def still_fine(
-    server: ServerProcess, bystander: Peer, shouter: Peer, ref: str, n: int
+    server: ServerProcess, bystander: AsyncClient, shouter: AsyncClient, ref: str, n: int
 ) -> None:
     """The bystander gets the next shout, answers pings, and newcomers can still connect."""
     await shouter.push("room:calm", "shout", {"n": n}, join_ref=ref)
     frame = await bystander.event("room:calm", "shout")
     assert frame[4] == {"n": n, "user": "shouter"}
     assert (await bystander.call("room:calm", "ping", {"p": n}, join_ref="1"))[4]["status"] == "ok"
-    assert (await bystander.heartbeat())[4] == OK
-    newcomer = await open_peer(server.socket_url("newcomer"))
+    assert (await bystander.reply(await bystander.heartbeat()))[4] == OK
+    newcomer = await AsyncClient.connect(server.socket_url("newcomer"))
     await newcomer.joined("room:calm")
     await newcomer.close()
 
@@ -150,7 +152,7 @@ def test_a_bad_frame_closes_only_the_offending_connection(
     async def scenario() -> None:
         bystander, shouter, ref = await calm_room(strict)
         await still_fine(strict, bystander, shouter, ref, 1)
-        offender = await open_peer(strict.socket_url("offender"))
+        offender = await AsyncClient.connect(strict.socket_url("offender"))
         join_ref = await offender.joined("room:calm")
         await offense(offender, join_ref)
         assert await offender.closed() == code
@@ -168,11 +170,11 @@ def test_a_bad_push_gets_an_error_reply_and_the_connection_stays(
 ) -> None:
     async def scenario() -> None:
         bystander, shouter, ref = await calm_room(strict)
-        offender = await open_peer(strict.socket_url("offender"))
+        offender = await AsyncClient.connect(strict.socket_url("offender"))
         join_ref = await offender.joined("room:calm")
         await offense(offender, join_ref)
-        assert (await offender.reply_to("50"))[4] == reply
-        assert (await offender.heartbeat())[4] == OK
+        assert (await offender.reply("50"))[4] == reply
+        assert (await offender.reply(await offender.heartbeat()))[4] == OK
         await still_fine(strict, bystander, shouter, ref, 1)
         assert (await offender.event("room:calm", "shout"))[4] == {"n": 1, "user": "shouter"}
         await asyncio.gather(bystander.close(), shouter.close(), offender.close())
@@ -193,7 +195,7 @@ async def flood(server: ServerProcess, topic: str, after_drop: int = 20) -> tupl
 
     Returns shouts sent, shouts received in order, and the slowest round trip in seconds.
     """
-    reader = await open_peer(server.socket_url("reader"))
+    reader = await AsyncClient.connect(server.socket_url("reader"))
     join_ref = await reader.joined(topic)
     loop = asyncio.get_running_loop()
     pad = "x" * 16384
@@ -222,12 +224,12 @@ async def flood(server: ServerProcess, topic: str, after_drop: int = 20) -> tupl
 def test_a_client_that_stops_reading_is_dropped_while_others_get_every_shout(
     small_outbox: ServerProcess,
 ) -> None:
-    stalled = StalledClient(small_outbox.socket_url("stalled"))
+    stalled = Client.connect(small_outbox.socket_url("stalled"), receive_buffer=4096)
     try:
-        assert stalled.join("room:flood")[4]["status"] == "ok"
+        stalled.joined("room:flood")
         sent, received, worst = run(flood(small_outbox, "room:flood"), timeout=40)
     finally:
-        stalled.close()
+        stalled.close(wait=False)
     entry = small_outbox.wait_for_log(lambda e: "slow consumer" in str(e.get("msg")))
     assert "stalled" in str(entry["msg"])
     assert sent == received
@@ -238,9 +240,9 @@ def test_a_client_that_stops_reading_is_dropped_while_others_get_every_shout(
 def test_a_dropped_slow_consumer_is_really_disconnected(impatient: ServerProcess) -> None:
     """Dropping a client that does not read must free its connection, not leave the server
     waiting forever to flush megabytes into a zero TCP window."""
-    stalled = StalledClient(impatient.socket_url("stalled"))
+    stalled = Client.connect(impatient.socket_url("stalled"), receive_buffer=4096)
     try:
-        assert stalled.join("room:hang")[4]["status"] == "ok"
+        stalled.joined("room:hang")
         run(flood(impatient, "room:hang", after_drop=0), timeout=40)
         impatient.wait_for_log(lambda e: "slow consumer" in str(e.get("msg")))
         # Without reading, the client can see the end of the connection only as a reset:
@@ -252,7 +254,7 @@ def test_a_dropped_slow_consumer_is_really_disconnected(impatient: ServerProcess
             "5 s after dropping the slow consumer the server still holds its connection open"
         )
     finally:
-        stalled.close()
+        stalled.close(wait=False)
 
 
 TCP_ESTABLISHED = 1
@@ -270,12 +272,13 @@ def test_a_silent_socket_is_closed_with_1001_after_the_idle_timeout(
 ) -> None:
     async def scenario() -> None:
         silent, chatty = await asyncio.gather(
-            open_peer(impatient.socket_url("silent")), open_peer(impatient.socket_url("chatty"))
+            AsyncClient.connect(impatient.socket_url("silent")),
+            AsyncClient.connect(impatient.socket_url("chatty")),
         )
 
         async def keep_talking() -> None:
             while True:
-                assert (await chatty.heartbeat())[4] == OK
+                assert (await chatty.reply(await chatty.heartbeat()))[4] == OK
                 await asyncio.sleep(0.4)
 
         talking = asyncio.get_running_loop().create_task(keep_talking())
@@ -283,7 +286,7 @@ def test_a_silent_socket_is_closed_with_1001_after_the_idle_timeout(
             assert await silent.closed(timeout=6) == 1001
         finally:
             talking.cancel()
-        assert (await chatty.heartbeat())[4] == OK  # heartbeats kept it open
+        assert (await chatty.reply(await chatty.heartbeat()))[4] == OK  # heartbeats kept it open
         await chatty.close()
 
     run(scenario())

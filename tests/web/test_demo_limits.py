@@ -56,14 +56,12 @@ def drive(base_url: str, scenario: str, screenshots: Path) -> None:
 def test_the_refusal_endpoint_says_why_a_socket_was_refused(limited: ServerProcess) -> None:
     """What the page relies on: the refusal of the caller's own socket, with whether a
     retry can help; a per-user refusal is told only to a caller of that user."""
-    from websockets.exceptions import InvalidStatus
-    from websockets.sync.client import connect
+    from switchboard.client import Client
 
     user = "refusal-probe"
     url = limited.socket_url(user)
-    with connect(url), connect(url):
-        with pytest.raises(InvalidStatus):
-            connect(url)
+    with Client.connect(url), Client.connect(url):
+        assert Client.refusal(url).status == 403
         mine = httpx.get(f"{limited.url}/socket/refusal", params={"token": limited.token(user)})
         someone_else = httpx.get(
             f"{limited.url}/socket/refusal", params={"token": limited.token("bystander")}
