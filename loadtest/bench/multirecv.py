@@ -28,8 +28,8 @@ import shutil
 from array import array
 from pathlib import Path
 
-import receivers
-from receivers import CReceiver, PyReceiver, Shared, make_receiver
+from . import receivers
+from .receivers import CReceiver, PyReceiver, Shared, make_receiver
 
 Receiver = CReceiver | PyReceiver
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import urllib.parse
 
 import orjson
-from leanws import WSClient
 
 from switchboard.client import Session, is_reply
+
+from .leanws import WSClient
 
 
 class Flavor:

@@ -1,0 +1,7 @@
+"""``python -m loadtest.bench``: see ``--help``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
