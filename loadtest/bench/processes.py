@@ -25,13 +25,14 @@ HOST = "127.0.0.1"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SWITCHBOARD_BIN = ROOT / ".venv" / "bin" / "switchboard"
 CLUSTER = "switchboard-2node"  # two switchboard nodes and redis-server, fan-out only
-ALL_SERVERS = ("switchboard", CLUSTER, "socketio", "websockets")
+NODE = shutil.which("node") or "node"
+ALL_SERVERS = ("switchboard", CLUSTER, "socketio", "socketio-node", "websockets")
 
 
 @dataclass
 class ServerSpec:
     label: str
-    kind: str  # switchboard | socketio | websockets | switchboard-2node (| redis: its part)
+    kind: str  # one of ALL_SERVERS (| redis: a part of switchboard-2node)
     env: dict[str, str] = field(default_factory=dict)
 
     def argv(self, port: int) -> list[str]:
@@ -51,13 +52,23 @@ class ServerSpec:
                 "--dir",
                 tempfile.gettempdir(),  # nothing is written there: no RDB, no AOF
             ]
+        if self.kind == "socketio-node":
+            script = HERE / "servers" / "socketio_node_server.js"
+            return [NODE, str(script), "--host", HOST, "--port", str(port)]
         script = HERE / "servers" / f"{self.kind}_server.py"
         return [PYTHON, str(script), "--host", HOST, "--port", str(port)]
+
+    @property
+    def protocol(self) -> str:
+        """What the Node generator speaks to it: phoenix, socketio or echo."""
+        if self.kind in ("switchboard", CLUSTER):
+            return "phoenix"
+        return "socketio" if self.kind.startswith("socketio") else "echo"
 
     def flavor(self) -> Flavor:
         if self.kind in ("switchboard", CLUSTER):
             return PhoenixFlavor(history=self.env.get("SWITCHBOARD_HISTORY_SIZE") != "0")
-        if self.kind == "socketio":
+        if self.kind in ("socketio", "socketio-node"):
             return SocketIOFlavor()
         return WebsocketsFlavor()
 

@@ -1,7 +1,9 @@
 """Baseline: a bare websockets server that rebroadcasts every text message to everyone.
 
 Every connection sits in one set; a received message goes out unchanged with
-``websockets.broadcast``. Compression is off, as it is for switchboard.
+``websockets.broadcast``. A connection opened on ``/echo`` is not in the set and gets its
+own messages back instead (the request/reply and connection scenarios). Compression is off,
+as it is for switchboard.
 
     python loadtest/servers/websockets_server.py --port 4102
 """
@@ -18,6 +20,10 @@ CONNECTIONS: set[ServerConnection] = set()
 
 
 async def handler(ws: ServerConnection) -> None:
+    if ws.request is not None and ws.request.path == "/echo":
+        async for message in ws:
+            await ws.send(message)
+        return
     CONNECTIONS.add(ws)
     try:
         async for message in ws:
