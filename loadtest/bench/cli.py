@@ -26,7 +26,7 @@ from .processes import (
     switchboard_available,
 )
 from .report import report, two_node_summary
-from .scenarios import SCENARIOS
+from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 
 ALL_SCENARIOS = tuple(SCENARIOS)
 
@@ -57,6 +57,13 @@ def csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N1,N2,...: {text!r}") from None
+
+
 def core_list(text: str) -> list[int]:
     try:
         cores = [int(x) for x in text.split(",")]
@@ -83,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--scenarios",
         type=csv(ALL_SCENARIOS),
-        default=",".join(ALL_SCENARIOS),
+        default=",".join(DEFAULT_SCENARIOS),
         help="comma-separated",
     )
     add(
@@ -152,6 +159,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="clients per room (0: all in room:mem; with presence, joins cost O(N^2))",
     )
     g.add_argument("--settle", type=float, default=3.0, help="idle seconds before reading RSS")
+    g = p.add_argument_group("joinstorm, reqreply, connrate, idle50k (the Node generator)")
+    g.add_argument("--storm-clients", type=int, default=5000, help="clients joining one room")
+    g.add_argument(
+        "--storm-sample", type=int, default=10, help="phoenix.js clients checking presence too"
+    )
+    g.add_argument(
+        "--storm-timeout", type=float, default=600.0, help="seconds until presence is exact"
+    )
+    g.add_argument("--rr-clients", type=int, default=50)
+    g.add_argument("--rr-seconds", type=float, default=10.0)
+    g.add_argument("--rr-warmup", type=float, default=2.0)
+    g.add_argument(
+        "--conn-sockets", type=int_list, default="5000,20000", help="comma-separated sizes"
+    )
+    g.add_argument("--conn-rooms", type=int, default=100)
+    g.add_argument("--conn-concurrency", type=int, default=200, help="sockets opening at once")
+    g.add_argument("--idle-sockets", type=int, default=50_000)
+    g.add_argument("--idle-seconds", type=float, default=70.0)
     g = p.add_argument_group("environment")
     g.add_argument("--connect-concurrency", type=int, default=100)
     g.add_argument(

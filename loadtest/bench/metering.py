@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -40,16 +41,31 @@ class CpuSource(Protocol):
     def cpu_parts(self) -> dict[str, tuple[int, float]]: ...
 
 
-class Meter:
-    """CPU of both sides over one interval, and what else ran on their cores."""
+def own_cpu() -> tuple[float, float]:
+    """(CPU seconds, of which kernel) of this process: the Python generator."""
+    t = os.times()
+    return t.user + t.system, t.system
 
-    def __init__(self, sp: CpuSource, server_core: int, gen_core: int) -> None:
+
+class Meter:
+    """CPU of both sides over one interval, and what else ran on their cores.
+
+    ``generator`` gives the generator's (CPU seconds, kernel seconds): this process by
+    default, the Node generator's processes when it does the work.
+    """
+
+    def __init__(
+        self,
+        sp: CpuSource,
+        server_core: int,
+        gen_core: int,
+        generator: Callable[[], tuple[float, float]] = own_cpu,
+    ) -> None:
         self.sp = sp
         self.cores = (server_core, gen_core)
+        self.generator = generator
         self.wall = perf_counter()
-        t = os.times()
-        self.gen = t.user + t.system
-        self.gen_sys = t.system
+        self.gen, self.gen_sys = generator()
         self.parts = sp.cpu_parts()
         self.core0 = [_core_times(c) for c in self.cores]
 
@@ -57,9 +73,9 @@ class Meter:
         """Percentages of a core; ``cpu:<name>`` for each server process when there are
         several (a process pinned to a core counts as ours in that core's other load)."""
         wall = perf_counter() - self.wall
-        t = os.times()
-        gen = (t.user + t.system - self.gen) / wall * 100
-        gen_sys = (t.system - self.gen_sys) / wall * 100
+        gen_total, gen_kernel = self.generator()
+        gen = (gen_total - self.gen) / wall * 100
+        gen_sys = (gen_kernel - self.gen_sys) / wall * 100
         parts = {
             name: (core, (cpu - self.parts[name][1]) / wall * 100)
             for name, (core, cpu) in self.sp.cpu_parts().items()
@@ -111,8 +127,9 @@ def bottleneck(m: dict[str, float]) -> str:
 
 
 def pick_run(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Of repeated runs, the one to report: the fastest fan-out, the quickest ping
-    (interference only ever slows a run down), the median memory reading."""
+    """Of repeated runs, the one to report: the fastest fan-out, ping, join storm,
+    request/reply and connection rate (interference only ever slows a run down), the median
+    memory reading."""
     ok = [r for r in runs if "error" not in r or len(r) > 2] or runs
     if scenario == "fanout":
         best = max(ok, key=lambda r: r.get("deliveries_per_s", -1))
@@ -121,9 +138,21 @@ def pick_run(scenario: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
             best = {**best, "deliveries_per_s_all": rates}
     elif scenario == "ping":
         best = min(ok, key=lambda r: r.get("p50_ms", float("inf")))
+    elif scenario == "joinstorm":
+        best = min(ok, key=lambda r: r.get("exact_s") or r.get("joined_s") or float("inf"))
+    elif scenario == "reqreply":
+        best = max(ok, key=lambda r: r.get("requests_per_s", -1))
+    elif scenario == "connrate":
+        best = max(ok, key=lambda r: min(_opens(r), default=-1))
+    elif scenario == "idle50k":
+        best = sorted(ok, key=lambda r: r.get("kib_per_socket", 0.0))[len(ok) // 2]
     else:
         best = sorted(ok, key=lambda r: r.get("kib_per_conn", 0.0))[len(ok) // 2]
     return {**best, "runs": len(runs)} if len(runs) > 1 else best
+
+
+def _opens(r: dict[str, Any]) -> list[float]:
+    return [size["opens_per_s"] for size in r.get("sizes", {}).values()]
 
 
 async def wait_quiet(max_wait: float, cores: tuple[int, int]) -> float:
@@ -139,3 +168,16 @@ async def wait_quiet(max_wait: float, cores: tuple[int, int]) -> float:
         quiet = quiet + 1 if busiest < QUIET else 0
         if quiet >= 2 or perf_counter() >= deadline:
             return busiest
+
+
+def cpu_summary(m: dict[str, float]) -> dict[str, Any]:
+    """The Meter's numbers a scenario reports, rounded, with the bottleneck note."""
+    return {
+        "server_cpu": round(m["server_cpu"], 1),
+        "gen_cpu": round(m["gen_cpu"], 1),
+        "other_load_server_core": round(m["other_server_core"], 1),
+        "other_load_gen_core": round(m["other_gen_core"], 1),
+        "idle_server_core": round(m["idle_server_core"], 1),
+        "idle_gen_core": round(m["idle_gen_core"], 1),
+        "bottleneck": bottleneck(m),
+    }

@@ -7,6 +7,7 @@ from typing import Any
 
 from .metering import OTHER_LOAD
 from .processes import CLUSTER, ServerSpec
+from .tables import TABLES
 
 
 def fmt(v: Any, width: int, digits: int = 1) -> str:
@@ -133,6 +134,11 @@ def report(
             "memory KiB/conn: "
             + "  ".join(f"{lb} {r['kib_per_conn']}" for lb, r in mem.items() if "kib_per_conn" in r)
         )
+    for scenario, table in TABLES.items():
+        rows = {lb: results[lb][scenario] for lb in labels if scenario in results.get(lb, {})}
+        if rows:
+            out.append("")
+            out.extend(line for line in table(rows, w) if line)
     variants = [s for s in specs if s.label != s.kind]
     if variants:
         out.append("variants vs their plain server (same run):")
@@ -146,9 +152,14 @@ def report(
                     ("half p99", "fanout", "half_p99_ms"),
                     ("ping p50", "ping", "p50_ms"),
                     ("KiB/conn", "memory", "kib_per_conn"),
+                    ("joinstorm joined s", "joinstorm", "joined_s"),
+                    ("req/s", "reqreply", "requests_per_s"),
+                    ("idle KiB/socket", "idle50k", "kib_per_socket"),
                 )
+                if get(v.label, scen, key) and get("switchboard", scen, key)
             ]
-            out.append(f"  {v.label} ({env}): " + "  ".join(parts))
+            if parts:
+                out.append(f"  {v.label} ({env}): " + "  ".join(parts))
     return out
 
 

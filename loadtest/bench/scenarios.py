@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .cluster import run_fanout_cluster
+from .connrate import run_connrate
 from .fanout import run_fanout
+from .idle import run_idle
+from .joinstorm import run_joinstorm
 from .memory import run_memory
 from .ping import run_ping
 from .processes import CLUSTER, ServerSpec
+from .reqreply import run_reqreply
 
 Run = Callable[[ServerSpec, argparse.Namespace, Path], Awaitable[dict[str, Any]]]
 
@@ -22,4 +26,14 @@ async def fanout(spec: ServerSpec, args: argparse.Namespace, logdir: Path) -> di
     return await run_fanout(spec, args, logdir)
 
 
-SCENARIOS: dict[str, Run] = {"fanout": fanout, "ping": run_ping, "memory": run_memory}
+SCENARIOS: dict[str, Run] = {
+    "fanout": fanout,
+    "ping": run_ping,
+    "memory": run_memory,
+    "joinstorm": run_joinstorm,
+    "reqreply": run_reqreply,
+    "connrate": run_connrate,
+    "idle50k": run_idle,
+}
+DEFAULT_SCENARIOS = ("fanout", "ping", "memory")  # the Node-generated ones take minutes more
+NODE_SCENARIOS = ("joinstorm", "reqreply", "connrate", "idle50k")

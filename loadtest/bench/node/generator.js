@@ -100,19 +100,19 @@ async function joinStorm({room, timeout_ms = 600000}){
   await Promise.all([...all, ...samples.map((s) => s.joined)])
   joinedAt = now()
   const users = config.users
-  const exact = () => conns.every((c) => c.presence.count === users) &&
-    samples.every((s) => s.presence.list().length === users)
+  const exact = () => !users || (conns.every((c) => c.presence.count === users) &&
+    samples.every((s) => s.presence.list().length === users))
   while(!exact() && now() - t0 < timeout_ms){ await sleep(20) }
   const exactAt = exact() ? now() : null
-  await sleep(500)  // anything still on its way is counted as presence frames too
+  if(users){ await sleep(500) }  // anything still on its way is counted as presence frames too
+  const views = users ? conns.map((c) => c.presence) : []
   reply("join_storm", {
     t0, joined_at: joinedAt, exact_at: exactAt, joined, failed, first_error: firstError,
-    clients_exact: conns.filter((c) => c.presence.count === users).length,
+    clients_exact: views.filter((v) => v.count === users).length,
     samples_exact: samples.filter((s) => s.presence.list().length === users).length,
     samples: samples.length,
-    presence_frames: conns.reduce((sum, c) => sum + c.presence.frames, 0),
-    unknown_keys: conns.reduce((sum, c) => sum + c.presence.unknown, 0),
-    frames: conns.reduce((sum, c) => sum + c.frames, 0),
+    presence_frames: views.reduce((sum, v) => sum + v.frames, 0),
+    unknown_keys: views.reduce((sum, v) => sum + v.unknown, 0),
   })
 }
 

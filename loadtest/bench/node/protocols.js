@@ -18,6 +18,12 @@ const WebSocket = require("ws")
 const ioClient = require("socket.io-client")
 
 const OPEN_TIMEOUT = 60000
+const REPLY = Buffer.from('"phx_reply"')
+const DIFF = Buffer.from('"presence_diff"')
+const STATE = Buffer.from('"presence_state"')
+const KEY = Buffer.from('"bench-')
+const JOINS = Buffer.from('"joins":{')
+const LEAVES = Buffer.from('"leaves":{')
 
 class PresenceView {
   constructor(users){
@@ -49,14 +55,25 @@ class PresenceView {
     for(const diff of this.pending){ this._diff(diff) }
     this.pending = []
   }
-  diff(diff){
+  /** A presence_diff frame as it came: each "bench-<n>": key belongs to the section
+   * ("joins" or "leaves") that opens last before it. */
+  diffKeys(data){
+    const joins = data.indexOf(JOINS), leaves = data.indexOf(LEAVES)
+    const diff = {joins: {}, leaves: {}}
+    for(let at = data.indexOf(KEY); at >= 0; at = data.indexOf(KEY, at + KEY.length)){
+      const end = data.indexOf(34, at + 1)  // the closing quote
+      const key = data.toString("latin1", at + 1, end)
+      if(data[end + 1] !== 58){ continue }  // not an object key (no colon): a value
+      const inLeaves = leaves >= 0 && leaves < at && (joins < 0 || joins < leaves || joins > at)
+      diff[inLeaves ? "leaves" : "joins"][key] = true
+    }
     this.frames++
     if(this.synced){ this._diff(diff) } else { this.pending.push(diff) }
   }
 }
 
 function wsOptions(addr){
-  return {perMessageDeflate: false, handshakeTimeout: OPEN_TIMEOUT, ...(addr ? {localAddress: addr} : {})}
+  return {perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: OPEN_TIMEOUT, ...(addr ? {localAddress: addr} : {})}
 }
 
 /** A raw Phoenix V2 client: refs from one counter, replies matched by ref. */
@@ -70,7 +87,6 @@ class PhoenixConnection {
     this.waiting = new Map()
     this.status = 0
     this.closed = false
-    this.frames = 0
     this.presence = users ? new PresenceView(users) : null
   }
   open(){
@@ -95,20 +111,20 @@ class PhoenixConnection {
     this.waiting.clear()
   }
   _frame(data){
-    this.frames++
-    const text = data.toString()
-    // only replies and presence frames are parsed; anything else is just counted
-    if(text.includes('"phx_reply"')){
-      const [, ref, , , payload] = JSON.parse(text)
+    // Only replies and presence_state are parsed as JSON; a diff's keys are found with
+    // Buffer searches (a join storm sends one diff per join to every member: N^2 frames).
+    if(data.includes(REPLY)){
+      const [, ref, , , payload] = JSON.parse(data.toString())
       const waiter = this.waiting.get(ref)
       if(waiter){
         this.waiting.delete(ref)
         if(payload.status === "ok"){ waiter.resolve(payload) } else { waiter.reject(new Error(JSON.stringify(payload))) }
       }
-    } else if(this.presence && text.includes('"presence_')){
-      const [joinRef, , , event, payload] = JSON.parse(text)
-      if(event === "presence_diff"){ this.presence.diff(payload) }
-      else if(event === "presence_state" && joinRef === this.joinRef){ this.presence.state(payload) }
+    } else if(this.presence && data.includes(DIFF)){
+      this.presence.diffKeys(data)
+    } else if(this.presence && data.includes(STATE)){
+      const [joinRef, , , , payload] = JSON.parse(data.toString())
+      if(joinRef === this.joinRef){ this.presence.state(payload) }
     }
   }
   _request(joinRef, topic, event, payload){
