@@ -25,6 +25,7 @@ from .processes import (
     redis_server_bin,
     switchboard_available,
 )
+from .profiling import top_costs
 from .report import report, two_node_summary
 from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 
@@ -203,6 +204,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "share the generator's core on a 2-core machine)",
     )
     g.add_argument("--logdir", type=Path, help="keep server logs here (default: a temp dir)")
+    g.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record every Python server with py-spy into DIR (see profiling.py)",
+    )
+    g.add_argument(
+        "--profile-format", choices=["speedscope", "flamegraph", "raw"], default="speedscope"
+    )
     return p.parse_args(argv)
 
 
@@ -255,10 +265,13 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                     f"[{perf_counter() - started:6.1f}s] {scen:<7} {spec.label}{tag} ...",
                     flush=True,
                 )
+                ServerProcess.scenario = scen
+                profiled = len(ServerProcess.profiles)
                 try:
                     r = await SCENARIOS[scen](spec, args, logdir)
                 except Exception as exc:  # noqa: BLE001 - report and go on with the next run
                     r = {"server": spec.label, "error": f"{type(exc).__name__}: {exc}"}
+                r.update(profile_summary(ServerProcess.profiles[profiled:]))
                 runs[spec.label].setdefault(scen, []).append(r)
                 results[spec.label][scen] = pick_run(scen, runs[spec.label][scen])
                 brief = {k: v for k, v in r.items() if k != "server"}
@@ -293,8 +306,24 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def profile_summary(paths: list[Path]) -> dict[str, Any]:
+    """The profiles a run wrote, and the top costs of the first speedscope one."""
+    if not paths:
+        return {}
+    out: dict[str, Any] = {"profiles": [str(p) for p in paths]}
+    speedscope = [p for p in paths if p.name.endswith(".speedscope.json")]
+    if speedscope:
+        out["top_costs"] = top_costs(speedscope[0])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        ServerProcess.profile_dir = args.profile
+        ServerProcess.profile_format = args.profile_format
+        ServerProcess.profile_core = args.gen_core
     try:
         os.sched_setaffinity(0, {args.gen_core})
     except OSError as exc:

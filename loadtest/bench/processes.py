@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from .flavors import Flavor, PhoenixFlavor, SocketIOFlavor, WebsocketsFlavor
+from .profiling import Profiler
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -107,6 +108,11 @@ class ServerProcess:
     running: dict[int, ServerProcess] = {}
 
     nice = 0  # set from --nice
+    profile_dir: Path | None = None  # --profile: record each Python server with py-spy
+    profile_format = "speedscope"
+    profile_core = 1  # py-spy runs on the generator's core
+    scenario = ""  # the scenario running now (names the profile)
+    profiles: list[Path] = []  # profiles written so far
 
     def __init__(self, spec: ServerSpec, core: int, logdir: Path) -> None:
         self.spec = spec
@@ -134,6 +140,7 @@ class ServerProcess:
         ServerProcess.running[self.pid] = self
         self.ps = psutil.Process(self.pid)
         self.health: str = "n/a"
+        self.profiler: Profiler | None = None
 
     @classmethod
     def _prepare_child(cls) -> None:
@@ -166,12 +173,23 @@ class ServerProcess:
                     msg = f"{self.spec.label} not listening after {timeout}s"
                     raise RuntimeError(msg) from None
                 await asyncio.sleep(0.05)
+        self._start_profiler()
         if self.spec.kind == "switchboard":
             self.health = await self._get_status("/health/live")
         elif self.spec.kind == "redis":
             self.health = await self._redis_ping()
             if self.health != "+PONG":
                 raise RuntimeError(f"{self.spec.label}: PING answered {self.health!r}")
+
+    def _start_profiler(self) -> None:
+        if self.profile_dir is None or self.spec.kind in ("redis", "socketio-node"):
+            return
+        ext = "speedscope.json" if self.profile_format == "speedscope" else "svg"
+        if self.profile_format == "raw":
+            ext = "txt"
+        name = f"{self.scenario or 'run'}-{self.spec.label.replace(':', '_')}-{self.port}.{ext}"
+        path = self.profile_dir / name
+        self.profiler = Profiler(self.pid, path, self.profile_format, self.profile_core)
 
     async def wait_status(self, path: str, want: str = "200", timeout: float = 15.0) -> None:
         """Until GET ``path`` answers ``want`` (``/health/ready``: pub/sub connected)."""
@@ -233,6 +251,11 @@ class ServerProcess:
         return total
 
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()
+            if self.profiler.path.exists():
+                ServerProcess.profiles.append(self.profiler.path)
+            self.profiler = None
         children = []
         try:
             children = self.ps.children(recursive=True)

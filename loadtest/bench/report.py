@@ -139,6 +139,7 @@ def report(
         if rows:
             out.append("")
             out.extend(line for line in table(rows, w) if line)
+    out.extend(profile_lines(results, labels))
     variants = [s for s in specs if s.label != s.kind]
     if variants:
         out.append("variants vs their plain server (same run):")
@@ -276,3 +277,19 @@ def two_node_summary(
         )
     summary["lines"] = lines
     return summary
+
+
+def profile_lines(results: dict[str, dict[str, dict[str, Any]]], labels: list[str]) -> list[str]:
+    """Each profiled run's top functions by self time (py-spy, whole run of the server)."""
+    out: list[str] = []
+    for label in labels:
+        for scenario, r in results.get(label, {}).items():
+            costs = r.get("top_costs")
+            if not costs or not costs.get("self"):
+                continue
+            busy = costs.get("busy", ["?"])[0]
+            out.append(f"profile {scenario} / {label} ({busy}), top self time of busy samples:")
+            out.extend(f"    {line}" for line in costs["self"][:6])
+            out.append("  by package (our code: by module):")
+            out.extend(f"    {line}" for line in costs.get("modules", [])[:6])
+    return [""] + out if out else []
