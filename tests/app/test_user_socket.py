@@ -150,4 +150,4 @@ def test_the_per_id_socket_limit_counts_sockets_of_the_same_id(probe: ServerProc
 
 
 def test_the_origin_allow_list_applies_before_connect(probe: ServerProcess) -> None:
-    assert _status(_url(probe, let_in="yes"), origin="http://evil.example") == 403  # type: ignore[arg-type]
+    assert _status(_url(probe, let_in="yes"), origin="http://evil.example") == 403
