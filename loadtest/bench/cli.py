@@ -33,9 +33,15 @@ ALL_SCENARIOS = tuple(SCENARIOS)
 
 
 def parse_variant(text: str) -> ServerSpec:
+    """``LABEL[@SCENARIO+SCENARIO]:ENV=VAL[,ENV=VAL]``: with ``@``, only those scenarios."""
     label, sep, assignments = text.partition(":")
+    label, _, only = label.partition("@")
     if not sep or not label:
         raise argparse.ArgumentTypeError(f"expected LABEL:ENV=VAL[,ENV2=VAL2], got {text!r}")
+    scenarios = tuple(filter(None, only.split("+")))
+    unknown = [x for x in scenarios if x not in SCENARIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scenarios {unknown} in {text!r}")
     env = {}
     for item in filter(None, assignments.split(",")):
         k, eq, v = item.partition("=")
@@ -43,8 +49,8 @@ def parse_variant(text: str) -> ServerSpec:
             raise argparse.ArgumentTypeError(f"expected ENV=VAL in {text!r}, got {item!r}")
         env[k.strip()] = v
     if label.startswith("2node-"):  # a variant of the 2-node cluster
-        return ServerSpec(label=f"{CLUSTER}:{label[6:]}", kind=CLUSTER, env=env)
-    return ServerSpec(label="switchboard:" + label, kind="switchboard", env=env)
+        return ServerSpec(label=f"{CLUSTER}:{label[6:]}", kind=CLUSTER, env=env, only=scenarios)
+    return ServerSpec(label="switchboard:" + label, kind="switchboard", env=env, only=scenarios)
 
 
 def csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
@@ -99,9 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=parse_variant,
         action="append",
         default=[],
-        metavar="LABEL:ENV=VAL[,ENV=VAL]",
+        metavar="LABEL[@SCEN+SCEN]:ENV=VAL[,ENV=VAL]",
         help="extra switchboard run with extra env (repeatable); a LABEL starting with "
-        "2node- is a run of switchboard-2node",
+        "2node- is a run of switchboard-2node; @: only in those scenarios",
     )
     add("--json", type=Path, help="also write all results to this file")
     add(
@@ -251,6 +257,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             # A B, B A, A B, ...: a steady drift of the machine's speed favours nobody
             for spec in specs if rep % 2 == 0 else specs[::-1]:
                 if spec.kind == CLUSTER and scen != "fanout":
+                    continue
+                if spec.only and scen not in spec.only:
                     continue
                 if args.quiet_wait > 0:
                     busy = await wait_quiet(args.quiet_wait, (args.server_core, args.gen_core))

@@ -49,7 +49,7 @@ from typing import Any
 from .clients import open_clients
 from .flavors import Flavor
 from .leanws import WSClient
-from .metering import CpuSource, Meter, bottleneck
+from .metering import CpuSource, Meter, cpu_summary
 from .multirecv import ReceiverGroup, merged_percentile_ms, shared_group
 from .processes import ServerProcess, ServerSpec
 from .receivers import EOF_MARK
@@ -283,20 +283,11 @@ def fanout_result(
         "lost": expected - received,
         "gave_up": loop.gave_up,
         "connections_dropped": m["dropped"],
-        "server_cpu": round(m["server_cpu"], 1),
-        "gen_cpu": round(m["gen_cpu"], 1),
-        "gen_sys_cpu": round(m["gen_sys_cpu"], 1),
-        "other_load_server_core": round(m["other_server_core"], 1),
-        "other_load_gen_core": round(m["other_gen_core"], 1),
-        "irq_server_core": round(m["irq_server_core"], 1),
-        "irq_gen_core": round(m["irq_gen_core"], 1),
-        "idle_server_core": round(m["idle_server_core"], 1),
-        "idle_gen_core": round(m["idle_gen_core"], 1),
+        **cpu_summary(m),
         "frames_per_read": round(m["frames_per_read"], 2),
         "reads_per_poll": round(m["reads_per_poll"], 1),
         "gen_us_per_delivery": round(m["gen_us_per_delivery"], 2),
         "receiver_stats": m["receiver_stats"],
-        "bottleneck": bottleneck(m),
     }
     if len(loop.groups) > 1:
         groups = []

@@ -175,8 +175,11 @@ def cpu_summary(m: dict[str, float]) -> dict[str, Any]:
     return {
         "server_cpu": round(m["server_cpu"], 1),
         "gen_cpu": round(m["gen_cpu"], 1),
+        "gen_sys_cpu": round(m["gen_sys_cpu"], 1),
         "other_load_server_core": round(m["other_server_core"], 1),
         "other_load_gen_core": round(m["other_gen_core"], 1),
+        "irq_server_core": round(m["irq_server_core"], 1),
+        "irq_gen_core": round(m["irq_gen_core"], 1),
         "idle_server_core": round(m["idle_server_core"], 1),
         "idle_gen_core": round(m["idle_gen_core"], 1),
         "bottleneck": bottleneck(m),

@@ -35,6 +35,7 @@ class ServerSpec:
     label: str
     kind: str  # one of ALL_SERVERS (| redis: a part of switchboard-2node)
     env: dict[str, str] = field(default_factory=dict)
+    only: tuple[str, ...] = ()  # a variant run only in these scenarios (empty: all)
 
     def argv(self, port: int) -> list[str]:
         if self.kind == "switchboard":

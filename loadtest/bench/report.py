@@ -142,7 +142,7 @@ def report(
     out.extend(profile_lines(results, labels))
     variants = [s for s in specs if s.label != s.kind]
     if variants:
-        out.append("variants vs their plain server (same run):")
+        header = len(out)
         for v in variants:
             env = ",".join(f"{k}={val}" for k, val in v.env.items())
             parts = [
@@ -161,6 +161,8 @@ def report(
             ]
             if parts:
                 out.append(f"  {v.label} ({env}): " + "  ".join(parts))
+        if len(out) > header:
+            out.insert(header, "variants vs their plain server (same run):")
     return out
 
 

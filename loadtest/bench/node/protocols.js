@@ -76,6 +76,23 @@ function wsOptions(addr){
   return {perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: OPEN_TIMEOUT, ...(addr ? {localAddress: addr} : {})}
 }
 
+/** Open `conn.ws` to `conn.url`; a refused upgrade leaves its HTTP status in `conn.status`. */
+function openWebSocket(conn, onMessage){
+  return new Promise((resolve, reject) => {
+    const ws = conn.ws = new WebSocket(conn.url, wsOptions(conn.addr))
+    ws.on("unexpected-response", (_req, res) => {
+      conn.status = res.statusCode
+      res.resume()
+      ws.terminate()
+      reject(new Error(`HTTP ${res.statusCode}`))
+    })
+    ws.on("open", resolve)
+    ws.on("error", reject)
+    ws.on("close", () => conn._closed())
+    ws.on("message", onMessage)
+  })
+}
+
 /** A raw Phoenix V2 client: refs from one counter, replies matched by ref. */
 class PhoenixConnection {
   constructor(base, token, addr, users){
@@ -90,19 +107,7 @@ class PhoenixConnection {
     this.presence = users ? new PresenceView(users) : null
   }
   open(){
-    return new Promise((resolve, reject) => {
-      const ws = this.ws = new WebSocket(this.url, wsOptions(this.addr))
-      ws.on("unexpected-response", (_req, res) => {
-        this.status = res.statusCode
-        res.resume()
-        ws.terminate()
-        reject(new Error(`HTTP ${res.statusCode}`))
-      })
-      ws.on("open", resolve)
-      ws.on("error", reject)
-      ws.on("close", () => this._closed())
-      ws.on("message", (data, isBinary) => { if(!isBinary){ this._frame(data) } })
-    })
+    return openWebSocket(this, (data, isBinary) => { if(!isBinary){ this._frame(data) } })
   }
   _closed(){
     this.closed = true
@@ -182,23 +187,12 @@ class EchoConnection {
     this.waiting = []
   }
   open(){
-    return new Promise((resolve, reject) => {
-      const ws = this.ws = new WebSocket(this.url, wsOptions(this.addr))
-      ws.on("unexpected-response", (_req, res) => {
-        this.status = res.statusCode
-        res.resume()
-        ws.terminate()
-        reject(new Error(`HTTP ${res.statusCode}`))
-      })
-      ws.on("open", resolve)
-      ws.on("error", reject)
-      ws.on("close", () => {
-        this.closed = true
-        for(const {reject} of this.waiting){ reject(new Error("connection closed")) }
-        this.waiting = []
-      })
-      ws.on("message", () => { const waiter = this.waiting.shift(); if(waiter){ waiter.resolve() } })
-    })
+    return openWebSocket(this, () => { const waiter = this.waiting.shift(); if(waiter){ waiter.resolve() } })
+  }
+  _closed(){
+    this.closed = true
+    for(const {reject} of this.waiting){ reject(new Error("connection closed")) }
+    this.waiting = []
   }
   _echo(message){
     return new Promise((resolve, reject) => { this.waiting.push({resolve, reject}); this.ws.send(message) })
