@@ -53,12 +53,15 @@ async def run_joinstorm(spec: ServerSpec, args: argparse.Namespace, logdir: Path
         m = meter.stop()
     t0 = min(s["t0"] for s in storm)
     exact = [s["exact_at"] for s in storm]
+    joined = [s["joined_at"] for s in storm]
     result: dict[str, Any] = {
         "server": spec.label,
         "clients": n,
         "presence": presence,
-        "joined_s": round((max(s["joined_at"] for s in storm) - t0) / 1000, 2),
+        "joined_s": round((max(joined) - t0) / 1000, 2) if None not in joined else None,
         "joins_failed": sum(s["failed"] for s in storm),
+        "closed": sum(s["closed"] for s in storm),
+        "close_codes": {code: n for s in storm for code, n in s["close_codes"].items()},
         **cpu_summary(m),
     }
     if presence:
@@ -75,6 +78,11 @@ async def run_joinstorm(spec: ServerSpec, args: argparse.Namespace, logdir: Path
                 f"presence not exact after {args.storm_timeout}s: "
                 f"{result['clients_exact']}/{n} raw clients, {result['samples_exact']} phoenix.js"
             )
-    if result["joins_failed"]:
-        result["error"] = f"{result['joins_failed']} joins failed: {storm[0].get('first_error')}"
+    if result["joins_failed"] or result["closed"] or result["joined_s"] is None:
+        result["error"] = (
+            f"{result['joins_failed']} joins failed, {result['closed']} sockets closed "
+            f"(codes {result['close_codes']}), "
+            f"all joined: {result['joined_s'] is not None}; first error: "
+            f"{next((s['first_error'] for s in storm if s['first_error']), None)}"
+        )
     return result

@@ -42,12 +42,13 @@ def joinstorm(rows: Results, w: int) -> list[str]:
         f"{'phoenix.js ok':>14}{'server_cpu':>11}{'gen_cpu':>8}",
     ]
     for label, r in rows.items():
-        if "joined_s" not in r:
+        if "joins_failed" not in r:
             out.append(_error(label, r, w))
             continue
-        exact = r.get("exact_s")
+        exact, joined = r.get("exact_s"), r.get("joined_s")
         out.append(
-            f"{label:<{w}}{r['joined_s']:>9.2f}{exact if exact is not None else '-':>9}"
+            f"{label:<{w}}{joined if joined is not None else '-':>9}"
+            f"{exact if exact is not None else '-':>9}"
             f"{r.get('presence_frames', '-'):>16}{r.get('presence_frames_per_client', '-'):>11}"
             f"{r.get('samples_exact', '-'):>14}{r['server_cpu']:>10.0f}%{r['gen_cpu']:>7.0f}%"
             + _flag(r)

@@ -97,18 +97,24 @@ async function joinStorm({room, timeout_ms = 600000}){
     sample.presence = new Presence(channel)
     sample.joined = new Promise((resolve) => channel.join().receive("ok", resolve))
   }
-  await Promise.all([...all, ...samples.map((s) => s.joined)])
-  joinedAt = now()
+  const late = sleep(timeout_ms).then(() => "late")
+  const joinedAll = await Promise.race([Promise.all([...all, ...samples.map((s) => s.joined)]), late])
+  joinedAt = joinedAll === "late" ? null : now()
   const users = config.users
   const exact = () => !users || (conns.every((c) => c.presence.count === users) &&
     samples.every((s) => s.presence.list().length === users))
-  while(!exact() && now() - t0 < timeout_ms){ await sleep(20) }
+  while(joinedAt && !exact() && now() - t0 < timeout_ms){ await sleep(20) }
   const exactAt = exact() ? now() : null
   if(users){ await sleep(500) }  // anything still on its way is counted as presence frames too
   const views = users ? conns.map((c) => c.presence) : []
   reply("join_storm", {
     t0, joined_at: joinedAt, exact_at: exactAt, joined, failed, first_error: firstError,
     clients_exact: views.filter((v) => v.count === users).length,
+    closed: conns.filter((c) => c.closed).length,
+    close_codes: conns.filter((c) => c.closed).reduce((codes, c) => {
+      codes[c.closeCode] = (codes[c.closeCode] || 0) + 1
+      return codes
+    }, {}),
     samples_exact: samples.filter((s) => s.presence.list().length === users).length,
     samples: samples.length,
     presence_frames: views.reduce((sum, v) => sum + v.frames, 0),

@@ -8,7 +8,7 @@
 //   heartbeat()                what keeps an idle connection alive, if the client must send it
 //   close()
 //   status                     HTTP status of a refused upgrade (0 if none)
-//   closed                     true once the connection ended
+//   closed                     true once the connection ended (closeCode: how, for ws ones)
 // Phoenix connections also keep each client's view of the room's presence, key by key, as a
 // bitmap over user numbers (users are "bench-<n>"): `presence.count` is the number of users
 // this client currently sees, applied the way phoenix.js applies it (diffs that arrive before
@@ -31,44 +31,45 @@ class PresenceView {
     this.users = users
     this.count = 0
     this.synced = false
-    this.pending = []
+    this.pending = []  // changes that came before the state: n for a join, ~n for a leave
     this.frames = 0
     this.unknown = 0
   }
-  _set(key, on){
+  _user(key){
     const n = key.startsWith("bench-") ? Number(key.slice(6)) : NaN
-    if(!Number.isInteger(n) || n < 0 || n >= this.users){ this.unknown++; return }
+    if(!Number.isInteger(n) || n < 0 || n >= this.users){ this.unknown++; return -1 }
+    return n
+  }
+  _set(n, on){
     const byte = n >> 3, mask = 1 << (n & 7), was = (this.bits[byte] & mask) !== 0
     if(on && !was){ this.bits[byte] |= mask; this.count++ }
     if(!on && was){ this.bits[byte] &= ~mask; this.count-- }
   }
-  _diff(diff){
-    for(const key in diff.joins){ this._set(key, true) }
-    for(const key in diff.leaves){ this._set(key, false) }
+  _change(change){
+    if(this.synced){ this._set(change >= 0 ? change : ~change, change >= 0) } else { this.pending.push(change) }
   }
   state(state){
     this.frames++
     this.bits.fill(0)
     this.count = 0
-    for(const key in state){ this._set(key, true) }
+    for(const key in state){ const n = this._user(key); if(n >= 0){ this._set(n, true) } }
     this.synced = true
-    for(const diff of this.pending){ this._diff(diff) }
+    for(const change of this.pending){ this._change(change) }
     this.pending = []
   }
-  /** A presence_diff frame as it came: each "bench-<n>": key belongs to the section
+  /** A presence_diff frame as it came, unparsed: each "bench-<n>": key belongs to the section
    * ("joins" or "leaves") that opens last before it. */
   diffKeys(data){
+    this.frames++
     const joins = data.indexOf(JOINS), leaves = data.indexOf(LEAVES)
-    const diff = {joins: {}, leaves: {}}
     for(let at = data.indexOf(KEY); at >= 0; at = data.indexOf(KEY, at + KEY.length)){
       const end = data.indexOf(34, at + 1)  // the closing quote
-      const key = data.toString("latin1", at + 1, end)
       if(data[end + 1] !== 58){ continue }  // not an object key (no colon): a value
+      const n = this._user(data.toString("latin1", at + 1, end))
+      if(n < 0){ continue }
       const inLeaves = leaves >= 0 && leaves < at && (joins < 0 || joins < leaves || joins > at)
-      diff[inLeaves ? "leaves" : "joins"][key] = true
+      this._change(inLeaves ? ~n : n)
     }
-    this.frames++
-    if(this.synced){ this._diff(diff) } else { this.pending.push(diff) }
   }
 }
 
@@ -88,7 +89,7 @@ function openWebSocket(conn, onMessage){
     })
     ws.on("open", resolve)
     ws.on("error", reject)
-    ws.on("close", () => conn._closed())
+    ws.on("close", (code) => { conn.closeCode = code; conn._closed() })
     ws.on("message", onMessage)
   })
 }
