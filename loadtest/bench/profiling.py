@@ -5,8 +5,9 @@ until the server is stopped, so a profile covers the whole run of one scenario o
 connecting and joining as well as the measured phase (in every scenario but connrate the
 measured phase dominates). It samples 100 times a second without pausing the server
 (``--nonblocking``) and runs pinned to the generator's core, so the server's core is not
-shared with it; the generator loses a little. Only busy threads are recorded (py-spy's
-default): idle waits in the event loop do not show.
+shared with it; the generator loses a little. py-spy leaves out threads it sees idle, but
+counts some waits as active (the event loop in epoll, actor threads on their inbox): the
+summary counts those apart, as waiting.
 
 Output: ``DIR/<scenario>-<server>-<port>.speedscope.json`` (open it at speedscope.app) or a
 flamegraph SVG with ``--profile-format flamegraph``. For speedscope files the report lists the
@@ -78,14 +79,17 @@ def _module(frame: dict[str, object]) -> str:
 
 
 def _idle(frame: dict[str, object]) -> bool:
-    """The event loop waiting in epoll: py-spy counts the main thread as active there."""
-    name = str(frame.get("name", ""))
-    return name.endswith("select") and str(frame.get("file", "")).endswith("selectors.py")
+    """A thread waiting, which py-spy may still count as active: the event loop in epoll,
+    an actor thread on its inbox's condition."""
+    name, file = str(frame.get("name", "")), str(frame.get("file", ""))
+    return (name.endswith("select") and file.endswith("selectors.py")) or (
+        name.endswith(".wait") and file.endswith("threading.py")
+    )
 
 
 def top_costs(path: Path, n: int = 8) -> dict[str, list[str]]:
     """The ``n`` functions, and the ``n`` packages or modules of ours, with the most self time,
-    in % of the busy samples of a speedscope file (waits in epoll are counted apart, idle)."""
+    in % of the busy samples of a speedscope file (waits are counted apart, as idle)."""
     data = json.loads(path.read_text())
     frames = data["shared"]["frames"]
     own: Counter[str] = Counter()  # by function: the lines of one function add up
@@ -107,5 +111,5 @@ def top_costs(path: Path, n: int = 8) -> dict[str, list[str]]:
 
     if not busy:
         return {"self": [], "modules": [], "busy": ["0"]}
-    share = f"{busy:.1f}s busy, {100 * idle / (busy + idle):.0f}% of samples idle in epoll"
+    share = f"{busy:.1f}s busy, {100 * idle / (busy + idle):.0f}% of samples waiting"
     return {"self": listed(own), "modules": listed(modules), "busy": [share]}
