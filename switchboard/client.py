@@ -55,6 +55,7 @@ from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
 __all__ = [
+    "TRACKED",
     "WAIT",
     "AsyncClient",
     "Client",
@@ -66,6 +67,8 @@ __all__ = [
     "ReplyError",
     "Session",
     "bearer_subprotocol",
+    "is_event",
+    "is_reply",
 ]
 
 WAIT = 5.0  # seconds a wait gives up after, unless told otherwise
