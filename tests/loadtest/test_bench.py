@@ -1,0 +1,65 @@
+"""A tiny run of the benchmark (``python -m loadtest.bench``) against a real node, so that
+the harness everyone measures with keeps working: every scenario answers with numbers and
+no error. It asserts nothing about speed; the benchmark prints numbers, tests do not judge
+them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.processes import ROOT
+
+TINY = [
+    "--servers",
+    "switchboard",
+    "--scenarios",
+    "ping,joinstorm,reqreply,connrate,idle50k",
+    "--ping-seconds",
+    "0.5",
+    "--storm-clients",
+    "40",
+    "--storm-sample",
+    "2",
+    "--rr-clients",
+    "4",
+    "--rr-seconds",
+    "1",
+    "--rr-warmup",
+    "0.2",
+    "--conn-sockets",
+    "60",
+    "--idle-sockets",
+    "60",
+    "--idle-seconds",
+    "0.5",
+    "--settle",
+    "0.2",
+    "--quiet-wait",
+    "0",
+]
+
+
+def test_a_tiny_run_of_every_node_scenario_reports_numbers_and_no_error(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", *TINY, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = f"exit code {run.returncode}\n{run.stdout}\n{run.stderr}"
+    assert run.returncode == 0, output
+    results = json.loads(out.read_text())["results"]["switchboard"]
+    errors = {scenario: r["error"] for scenario, r in results.items() if "error" in r}
+    assert not errors, output
+    storm = results["joinstorm"]
+    assert storm["clients_exact"] == 40 and storm["samples_exact"] == "2/2", storm
+    assert storm["presence_frames"] >= 40, "every client got at least its presence_state"
+    assert results["reqreply"]["requests_per_s"] > 0
+    assert results["connrate"]["sizes"]["60"]["opened"] == 60
+    assert results["idle50k"]["alive_after_idle"] == 60
+    assert results["ping"]["pings"] > 0
