@@ -157,7 +157,7 @@ def report(
                     ("req/s", "reqreply", "requests_per_s"),
                     ("idle KiB/socket", "idle50k", "kib_per_socket"),
                 )
-                if get(v.label, scen, key) and get("switchboard", scen, key)
+                if get(v.label, scen, key) and get(v.kind, scen, key)
             ]
             if parts:
                 out.append(f"  {v.label} ({env}): " + "  ".join(parts))
