@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import re
 import secrets
 import sys
 import time
@@ -30,6 +31,8 @@ from .fanout import FanoutLoop, fanout_result
 from .flavors import Flavor, PhoenixFlavor
 from .leanws import WSClient
 from .processes import HOST, ServerProcess, ServerSpec
+
+PROBE_NUMBER = re.compile(rb"\d+")
 
 
 class Cluster:
@@ -97,10 +100,11 @@ def probe_listener(
         if p.startswith(prefix):
             j = p.find(b'"probe":', len(prefix))
             if j >= 0:
-                try:
-                    k = int(p[j + 8 : p.index(b"}", j)])
-                except ValueError:
+                # the digits only: the server may add fields after ours (room:* stamps "user")
+                digits = PROBE_NUMBER.match(p, j + 8)
+                if digits is None:
                     return
+                k = int(digits.group())
                 if k > seen.get(id(cl), 0):
                     seen[id(cl)] = k
             return
