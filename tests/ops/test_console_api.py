@@ -159,7 +159,7 @@ def test_topics_are_listed_with_counts_and_a_topic_shows_presences_and_recent_tr
             wire.joined("room:watched")
         eve.joined("room:quiet")
         # Presence diffs go out once per window: let fay's reach eve before the tap opens.
-        eve.wait(
+        eve.expect(
             "fay's presence",
             lambda f: (
                 f[2] == "room:watched"
