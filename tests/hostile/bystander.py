@@ -7,7 +7,6 @@ ping is answered within :data:`ANSWER_WITHIN`) and print its figures at the end 
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -16,9 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
-
+from switchboard.client import Client, Closed, NoFrame
 from tests.support.nodes import unique_user
 from tests.support.processes import ServerProcess
 
@@ -63,22 +60,19 @@ def bystander(
 
     def run() -> None:
         try:
-            with connect(server.socket_url(unique_user("bystander")), open_timeout=5) as ws:
-                ws.send(json.dumps(["1", "1", "test:bystander", "phx_join", {}]))
-                json.loads(ws.recv(timeout=5))
+            with Client.connect(server.socket_url(unique_user("bystander")), history=False) as c:
+                c.joined("test:bystander")
                 joined.set()
-                ref = 1
                 while not stop.is_set():
-                    ref += 1
                     sent = time.perf_counter()
-                    ws.send(json.dumps(["1", str(ref), "test:bystander", "ping", {"n": ref}]))
-                    if _await_reply(ws, str(ref), sent + ANSWER_WITHIN):
+                    try:
+                        c.call("test:bystander", "ping", {"n": 1}, timeout=ANSWER_WITHIN)
                         figures.rtts.append(time.perf_counter() - sent)
-                    else:
+                    except NoFrame:
                         figures.unanswered += 1
                     stop.wait(max(0.0, sent + INTERVAL - time.perf_counter()))
-        except ConnectionClosed as exc:
-            figures.closed = f"{exc.rcvd.code if exc.rcvd else 'no close frame'}"
+        except Closed as exc:
+            figures.closed = str(exc.code)
         except Exception as exc:  # reported through the figures, asserted below
             figures.closed = repr(exc)
         finally:
@@ -109,14 +103,3 @@ def bystander(
     assert figures.closed is None, f"the bystander lost its connection: {figures.summary()}"
     assert figures.unanswered == 0, f"the bystander's pings went unanswered: {figures.summary()}"
     assert figures.rtts, "the bystander sent no ping"
-
-
-def _await_reply(ws: object, ref: str, deadline: float) -> bool:
-    while (remaining := deadline - time.perf_counter()) > 0:
-        try:
-            frame = json.loads(ws.recv(timeout=remaining))  # type: ignore[attr-defined]
-        except TimeoutError:
-            return False
-        if frame[1] == ref and frame[3] == "phx_reply":
-            return True
-    return False

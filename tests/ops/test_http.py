@@ -15,7 +15,7 @@ import pytest
 
 from switchboard.client import Client
 from switchboard.server.security import CSP
-from tests.ops.helpers import bearer, http, node, unique
+from tests.ops.helpers import WAIT, bearer, http, node, unique
 from tests.support.processes import ServerProcess
 
 API_KEY = unique("http-api-key-" + "k" * 16)
