@@ -1,7 +1,10 @@
 """The ``Channel`` base class: Phoenix's channel callbacks, for Python.
 
 Subclass it, map a topic pattern to it in your :class:`~switchboard.Socket`'s ``channels``,
-and override the hooks you need. Hooks may be plain functions or coroutines.
+and override the hooks you need. Hooks may be plain functions or coroutines: a plain hook
+runs inline as its message arrives (the cheapest path); an ``async def`` hook runs in a task
+of its own, so ``asyncio.timeout``, task groups and ``current_task()`` work in it. Either
+way a channel handles its messages one at a time, in order.
 
 Hooks and what they may return::
 

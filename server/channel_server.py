@@ -41,6 +41,33 @@ logger = logging.getLogger("switchboard.channel")
 DIFF_EVENT, STATE_EVENT = "presence_diff", "presence_state"
 
 JOINING, JOINED, STOPPED = "joining", "joined", "stopped"
+
+#: The hook each kind of mailbox item runs.
+_HOOK_OF = {
+    "in": "handle_in",
+    "join": "join",
+    "out": "handle_out",
+    "info": "handle_info",
+    "leave": "terminate",
+    "lost": "terminate",
+}
+
+
+_coroutine_hooks: dict[type[Channel], frozenset[str]] = {}
+
+
+def coroutine_hooks(channel_class: type[Channel]) -> frozenset[str]:
+    """The hooks ``channel_class`` defines with ``async def`` (computed once per class)."""
+    found = _coroutine_hooks.get(channel_class)
+    if found is None:
+        found = _coroutine_hooks[channel_class] = frozenset(
+            name
+            for name in set(_HOOK_OF.values())
+            if inspect.iscoroutinefunction(getattr(channel_class, name))
+        )
+    return found
+
+
 UNAVAILABLE = {"reason": "unavailable"}
 
 
@@ -237,6 +264,11 @@ class ChannelServer:
                 if not self._mailbox:
                     break
                 item = self._mailbox.popleft()
+            if _HOOK_OF[item[0]] in coroutine_hooks(type(self.channel)):
+                # An async hook runs in a task of its own from its first line, so what
+                # needs a current task (asyncio.timeout, TaskGroup) works in it.
+                self._task = asyncio.get_running_loop().create_task(self._in_task(item))
+                return
             rest = eager.start(self._handle(item))
             item = None
             if rest is not None:
@@ -263,6 +295,24 @@ class ChannelServer:
             self._task = None
         self._run()
 
+    async def _in_task(self, item: tuple[Any, ...]) -> None:
+        try:
+            await self._handle(item)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._task = None
+        self._run()
+
+    async def _hook_result(self, result: Any) -> Any:
+        """The value a hook returned. An awaitable is awaited in a task of this channel's
+        own (never inline in whatever called us), so what needs a current task works."""
+        if not inspect.isawaitable(result):
+            return result
+        if self._task is None or asyncio.current_task() is not self._task:
+            return await asyncio.ensure_future(result)
+        return await result
+
     # -- handling --------------------------------------------------------------------------
 
     async def _handle(self, item: tuple[Any, ...]) -> None:
@@ -275,9 +325,9 @@ class ChannelServer:
             if kind == "in":
                 message: Message = item[1]
                 started = time.perf_counter()
-                result = self.channel.handle_in(message.event, message.payload)
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await self._hook_result(
+                    self.channel.handle_in(message.event, message.payload)
+                )
                 await self._after(result, message.ref, f"handle_in {message.event!r}")
                 self._measure(message.event, time.perf_counter() - started)
             elif kind == "join":
@@ -288,16 +338,12 @@ class ChannelServer:
                 # counts an intercepted broadcast like any other.
                 self._out_ref = codec.broadcast_ref(item[2])
                 try:
-                    result = self.channel.handle_out(event, payload)
-                    if inspect.isawaitable(result):
-                        result = await result
+                    result = await self._hook_result(self.channel.handle_out(event, payload))
                 finally:
                     self._out_ref = None
                 await self._after(result, None, f"handle_out {event!r}")
             elif kind == "info":
-                result = self.channel.handle_info(item[1])
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await self._hook_result(self.channel.handle_info(item[1]))
                 await self._after(result, None, "handle_info")
             elif kind == "leave":
                 await self._stop("left")
@@ -346,9 +392,7 @@ class ChannelServer:
         protocol = self.socket.protocol
         started = time.perf_counter()
         try:
-            result = self.channel.join(payload)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await self._hook_result(self.channel.join(payload))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -454,9 +498,7 @@ class ChannelServer:
 
     async def _terminate(self, reason: str) -> None:
         try:
-            result = self.channel.terminate(reason)
-            if inspect.isawaitable(result):
-                await result
+            await self._hook_result(self.channel.terminate(reason))
         except Exception:
             logger.exception("terminate of channel %s raised", self.topic)
 
@@ -475,6 +517,7 @@ class ChannelServer:
         self._forget_presence()
         if self._task is not None:
             self._task.cancel()
+            self._task = None
         rest = eager.start(self._terminate(reason))
         if rest is not None:
             asyncio.get_running_loop().create_task(_await(rest))
