@@ -242,6 +242,14 @@ class _GuardedHttp:
             return
         super().data_received(data)  # type: ignore[misc]
 
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        # From here the WebSocket protocol keeps the handshake's deadline; ours would keep
+        # this protocol (its parser, the request's headers) alive as long.
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().handle_websocket_upgrade(*args)  # type: ignore[misc]
+
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         if self.transport.is_closing():
@@ -252,10 +260,13 @@ class _GuardedHttp:
 
     def _measure_head(self, data: bytes) -> bool:
         """Count the request head in ``data``; False if it is too large (answered, closing)."""
+        limit = self.guard.max_request_head
+        if not self._head_bytes and data.find(b"\r\n\r\n", 0, limit) >= 0:
+            self._in_head = False  # the usual case: all of a head that fits, in one read
+            return True
         seen = self._tail + data
         end = seen.find(b"\r\n\r\n")
         size = self._head_bytes + (len(data) if end < 0 else end + 4 - len(self._tail))
-        limit = self.guard.max_request_head
         if not self._line_done:
             newline = data.find(b"\n", 0, limit - self._head_bytes + 1)
             self._line_done = newline >= 0
@@ -278,13 +289,7 @@ class _GuardedHttp:
     def _expire(self) -> None:
         self._deadline = None
         transport = self.transport
-        if transport.is_closing():
-            return
-        current = transport.get_protocol()
-        if current is not self:  # upgraded: the handshake must be done by now
-            if not getattr(current, "handshake_complete", True):
-                self.guard.count("request_timeout")
-                transport.close()
+        if transport.is_closing() or transport.get_protocol() is not self:
             return
         cycle = self.cycle
         if cycle is not None and not cycle.more_body and not cycle.response_complete:
@@ -304,6 +309,10 @@ class _GuardedHttp:
         self.transport.close()
 
 
+#: What an app sends to answer a WebSocket handshake: accept it, or refuse it.
+_ANSWERS = frozenset({"websocket.accept", "websocket.close", "websocket.http.response.start"})
+
+
 class _GuardedWebSocket:
     """Mixed into uvicorn's websockets-sansio protocol."""
 
@@ -321,9 +330,13 @@ class _GuardedWebSocket:
     queue: asyncio.Queue[Any]
     read_paused: bool
     _discarding = False
+    _deadline: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self.transport)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)  # type: ignore[misc]
 
     def handle_connect(self, event: Any) -> None:
@@ -343,8 +356,20 @@ class _GuardedWebSocket:
                 self.transport.close()
                 return
         super().handle_connect(event)  # type: ignore[misc]
+        if not self.handshake_complete:  # the app has the rest of the request's time to answer
+            timeout = self.guard.request_timeout
+            self._deadline = self.loop.call_later(timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if not self.handshake_complete and not self.transport.is_closing():
+            self.guard.count("request_timeout")
+            self.transport.close()
 
     def send(self, message: Any) -> Any:
+        if self._deadline is not None and message["type"] in _ANSWERS:
+            self._deadline.cancel()
+            self._deadline = None
         # A denial response (HTTP 429/503 instead of the upgrade) completes the handshake as
         # much as an accept does; uvicorn would log "ASGI callable returned without
         # completing handshake" as an error for every one.

@@ -150,29 +150,41 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_limit() -> None:
     assert result.stdout.split() == ["64", "True", "True"]
 
 
-async def _noop_app(scope: Any, receive: Any, send: Any) -> None:
-    pass
+async def _never_answers(scope: Any, receive: Any, send: Any) -> None:
+    await asyncio.Event().wait()  # an app stuck before accepting or refusing the socket
+
+
+UPGRADE = (
+    b"GET /socket/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
-def test_an_upgraded_connection_whose_handshake_is_not_done_by_the_deadline_is_closed(
+def test_a_websocket_handshake_the_app_does_not_answer_by_the_deadline_is_closed(
     parser: str,
 ) -> None:
     connections = guard(request_timeout=0.05)
     http_protocol, _ = protocols(connections, parser)
-    config = uvicorn.Config(_noop_app, log_config=None)
-
-    class Handshaking:
-        handshake_complete = False
 
     async def scenario() -> FakeTransport:
         from uvicorn.server import ServerState
 
+        config = uvicorn.Config(
+            _never_answers, log_config=None, ws=protocols(connections, parser)[1]
+        )
         transport = FakeTransport()
         protocol = http_protocol(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        transport.set_protocol(protocol)
         protocol.connection_made(transport)  # type: ignore[arg-type]
-        transport.protocol = Handshaking()  # what uvicorn's upgrade does, with the app slow
-        await asyncio.sleep(0.2)
+        protocol.data_received(UPGRADE)  # type: ignore[attr-defined]
+        assert type(transport.protocol).__name__ == "GuardedWebSocketsSansIOProtocol"
+        deadline = asyncio.get_running_loop().time() + 5
+        while not transport.closed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
         return transport
 
     transport = asyncio.run(scenario())
