@@ -376,7 +376,10 @@ class Presence:
         self._flushing = True
         try:
             self._last_flush = asyncio.get_running_loop().time()
-            hot = {t for t in self._dirty if (state := self._states.get(t)) and state.served}
+            # Taken now: a change acknowledged while the actor is asked is not in this
+            # flush's diffs, so its topic stays dirty for the next one.
+            dirty, self._dirty = self._dirty, set()
+            hot = {t for t in dirty if (state := self._states.get(t)) and state.served}
             wanted = frozenset(self._waiters.keys() | hot | self._resend)
             try:
                 # No time limit: the actor hands its diffs over only once, so the reply
@@ -384,15 +387,15 @@ class Presence:
                 flushed: Flushed = await self._ask(msg.Flush(wanted), timeout=None)
             except ActorError as exc:  # it died: actor_restarted() takes over
                 logger.warning("presence diffs not sent: %s", exc)
+                self._dirty |= dirty
                 return
             finally:
-                # Every change acknowledged so far came before the flush: one delta.
+                # Every change acknowledged so far is in the actor's state: one delta.
                 self._publish_deltas()
-            self._dirty.clear()
             await self._send_flushed(flushed)
         finally:
             self._flushing = False
-        if self._waiters:  # they came while the flush was under way
+        if self._waiters or self._dirty:  # they came while the flush was under way
             self._schedule_flush()
 
     async def _send_flushed(self, flushed: Flushed) -> None:

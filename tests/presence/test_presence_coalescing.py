@@ -193,6 +193,38 @@ def test_this_nodes_changes_in_a_window_go_to_the_other_nodes_as_one_delta(
     assert sorted(elsewhere.list(topic)) == ["a", "c", "first"]
 
 
+def test_a_change_acknowledged_while_a_flush_is_under_way_goes_out_in_the_next_one(
+    node: InProcessNode,
+) -> None:
+    """It is not in the flush under way; it must not wait for some later change to go out
+    (and a joiner must not be handed a state from before it meanwhile)."""
+    topic = "room:during-flush"
+
+    async def scenario() -> Listener:
+        presence = _presence(node)
+        listener = await _open_window(node, presence, topic)
+        send_flushed = presence._send_flushed
+        late: list[bool] = []
+
+        async def slow_send(flushed: Any) -> None:
+            if not late:  # the flush has its diffs; this change comes after them
+                late.append(True)
+                await presence.track("owner-late", topic, "late", {})
+            await send_flushed(flushed)
+
+        presence._send_flushed = slow_send  # type: ignore[method-assign]
+        await presence.track("owner-a", topic, "a", {})
+        await node.until(
+            "the late change's diff",
+            lambda: any("late" in diff["joins"] for diff in listener.diffs()),
+            timeout=WINDOW * 5,
+        )
+        return listener
+
+    listener = node.run(scenario())
+    assert [sorted(diff["joins"]) for diff in listener.diffs()] == [["first"], ["a"], ["late"]]
+
+
 def test_diffs_lost_with_a_crashed_actor_are_made_good_with_the_whole_state(
     node: InProcessNode,
 ) -> None:
