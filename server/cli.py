@@ -146,6 +146,11 @@ def _serve(settings: Settings, socket_class: type[Socket] | None) -> int:
         h11_max_incomplete_event_size=settings.max_request_head,
         backlog=guard.accept_batch(fds),  # per round of accepts; the runner restores the queue
         ws_max_size=settings.max_frame_size,
+        # No WebSocket pings from the server: Phoenix clients send heartbeats and the idle
+        # sweep closes a socket silent for SWITCHBOARD_IDLE_TIMEOUT, as Phoenix does. uvicorn's
+        # pings cost a timer per socket and closed busy clients (1011) whose pongs were late.
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
         ws_per_message_deflate=settings.compression,
         lifespan="on",
         log_config=None,
