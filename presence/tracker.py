@@ -424,9 +424,13 @@ class Presence:
                 try:
                     push(text)
                 except Exception as exc:
-                    waiter.set_exception(exc)
+                    if not waiter.done():
+                        waiter.set_exception(exc)
                 else:
-                    waiter.set_result(None)
+                    # Writing the state may have closed that joiner's socket (a slow consumer),
+                    # cancelling its wait: the joiners after it still get theirs.
+                    if not waiter.done():
+                        waiter.set_result(None)
                 pushed += 1
                 if pushed % PUSHES_PER_TURN == 0:
                     await asyncio.sleep(0)  # a storm of joiners must not hold the loop

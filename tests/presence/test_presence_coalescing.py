@@ -7,6 +7,7 @@ certain. The last test has a few hundred real phoenix.js clients join one topic 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -223,6 +224,27 @@ def test_a_change_acknowledged_while_a_flush_is_under_way_goes_out_in_the_next_o
 
     listener = node.run(scenario())
     assert [sorted(diff["joins"]) for diff in listener.diffs()] == [["first"], ["a"], ["late"]]
+
+
+def test_a_joiner_whose_socket_closes_as_its_state_is_written_does_not_hold_up_the_others(
+    node: InProcessNode,
+) -> None:
+    topic = "room:gone"
+
+    async def scenario() -> list[str]:
+        presence = _presence(node)
+        got: list[str] = []
+        joiners: list[asyncio.Task[None]] = []
+
+        def overflowing(text: str) -> None:  # the write dropped it as a slow consumer
+            joiners[0].cancel()
+
+        joiners.append(asyncio.ensure_future(presence.push_state(topic, overflowing)))
+        joiners.append(asyncio.ensure_future(presence.push_state(topic, got.append)))
+        await node.until("the second joiner's state", lambda: bool(got), timeout=WINDOW * 3)
+        return got
+
+    assert node.run(scenario()) == ["{}"]
 
 
 def test_diffs_lost_with_a_crashed_actor_are_made_good_with_the_whole_state(
