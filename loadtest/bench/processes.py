@@ -25,6 +25,8 @@ ROOT = HERE.parent.parent
 HOST = "127.0.0.1"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SWITCHBOARD_BIN = ROOT / ".venv" / "bin" / "switchboard"
+#: A variant's env may name another ``switchboard`` executable (an older commit's venv).
+OTHER_BIN = "BENCH_SWITCHBOARD_BIN"
 CLUSTER = "switchboard-2node"  # two switchboard nodes and redis-server, fan-out only
 NODE = shutil.which("node") or "node"
 ALL_SERVERS = ("switchboard", CLUSTER, "socketio", "socketio-node", "websockets")
@@ -39,7 +41,9 @@ class ServerSpec:
 
     def argv(self, port: int) -> list[str]:
         if self.kind == "switchboard":
-            return [str(SWITCHBOARD_BIN), "serve", "--host", HOST, "--port", str(port)]
+            # A variant may run another checkout's build, for a before/after in one run.
+            binary = self.env.get(OTHER_BIN, str(SWITCHBOARD_BIN))
+            return [binary, "serve", "--host", HOST, "--port", str(port)]
         if self.kind == "redis":
             return [
                 redis_server_bin() or "redis-server",
