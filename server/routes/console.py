@@ -119,7 +119,9 @@ def _page(request: Request) -> tuple[str, int, int] | Response:
     return request.query_params.get("q", "").strip(), offset, limit
 
 
-async def connections(request: Request) -> Response:
+async def _ask_page(request: Request, call: str) -> Response | tuple[Any, Any, str, int, int]:
+    """Every live node's answer to ``call`` for the page asked for: the node, the answers,
+    the query, offset and limit; or the response refusing the request."""
     node, refusal = _node(request)
     if refusal is not None:
         return refusal
@@ -127,25 +129,37 @@ async def connections(request: Request) -> Response:
     if isinstance(page, Response):
         return page
     query, offset, limit = page
-    answers = await node.calls.ask(
-        "connections", {"q": query, "limit": offset + limit}, _live_nodes(node)
-    )
-    total, found = 0, []
-    for answer in answers.by_node.values():
-        if isinstance(answer, dict) and "connections" in answer:
-            total += answer["total"]
-            found.extend(answer["connections"])
-    found.sort(key=lambda f: (-f["connected_at"], f["id"]))
+    answers = await node.calls.ask(call, {"q": query, "limit": offset + limit}, _live_nodes(node))
+    return node, answers, query, offset, limit
+
+
+def _page_response(
+    query: str, total: int, offset: int, limit: int, name: str, items: list[Any], missing: Any
+) -> JSONResponse:
     return JSONResponse(
         {
             "q": query,
             "total": total,
             "offset": offset,
             "limit": limit,
-            "connections": found[offset : offset + limit],
-            "missing": answers.missing,
+            name: items[offset : offset + limit],
+            "missing": missing,
         }
     )
+
+
+async def connections(request: Request) -> Response:
+    asked = await _ask_page(request, "connections")
+    if isinstance(asked, Response):
+        return asked
+    _, answers, query, offset, limit = asked
+    total, found = 0, []
+    for answer in answers.by_node.values():
+        if isinstance(answer, dict) and "connections" in answer:
+            total += answer["total"]
+            found.extend(answer["connections"])
+    found.sort(key=lambda f: (-f["connected_at"], f["id"]))
+    return _page_response(query, total, offset, limit, "connections", found, answers.missing)
 
 
 async def disconnect(request: Request) -> Response:
@@ -183,16 +197,10 @@ async def disconnect(request: Request) -> Response:
 
 
 async def topics(request: Request) -> Response:
-    node, refusal = _node(request)
-    if refusal is not None:
-        return refusal
-    page = _page(request)
-    if isinstance(page, Response):
-        return page
-    query, offset, limit = page
-    answers = await node.calls.ask(
-        "topics", {"q": query, "limit": offset + limit}, _live_nodes(node)
-    )
+    asked = await _ask_page(request, "topics")
+    if isinstance(asked, Response):
+        return asked
+    node, answers, query, offset, limit = asked
     merged = _merge_topics(answers.by_node.values())
     presences = await _presence_counts(node)
     for entry in merged.values():
@@ -201,16 +209,8 @@ async def topics(request: Request) -> Response:
     total = max(
         (a.get("total", 0) for a in answers.by_node.values() if isinstance(a, dict)), default=0
     )
-    return JSONResponse(
-        {
-            "q": query,
-            "total": max(total, len(listed)),
-            "offset": offset,
-            "limit": limit,
-            "topics": listed[offset : offset + limit],
-            "missing": answers.missing,
-        }
-    )
+    total = max(total, len(listed))
+    return _page_response(query, total, offset, limit, "topics", listed, answers.missing)
 
 
 def _merge_topics(answers: Any) -> dict[str, dict[str, Any]]:
