@@ -233,8 +233,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             skipped.append(f"{kind} (redis-server not installed)")
             continue
         specs.append(ServerSpec(label=kind, kind=kind))
-    if any(s.kind == CLUSTER for s in specs) and set(args.scenarios) - {"fanout"}:
-        print(f"note: {CLUSTER} runs the fan-out scenario only")
+    if any(s.kind == CLUSTER for s in specs) and set(args.scenarios) - {"fanout", "joinstorm"}:
+        print(f"note: {CLUSTER} runs the fan-out and joinstorm scenarios only")
     if args.variant:
         if not switchboard_available():
             skipped.append("variants (switchboard missing)")
@@ -256,7 +256,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(args.repeat):
             # A B, B A, A B, ...: a steady drift of the machine's speed favours nobody
             for spec in specs if rep % 2 == 0 else specs[::-1]:
-                if spec.kind == CLUSTER and scen != "fanout":
+                if spec.kind == CLUSTER and scen not in ("fanout", "joinstorm"):
                     continue
                 if spec.only and scen not in spec.only:
                     continue

@@ -12,17 +12,24 @@ everyone already in the room.
 
 socket.io peers: a ``join`` event with an ack enters the room; bare websockets: one echoed
 message (it has no rooms).
+
+``switchboard-2node``: the same storm split over two nodes sharing a private Redis (the
+first half of the clients on node 1, with the phoenix.js sample, the rest on node 2), each
+client's list exact when it holds the users of both nodes.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from .metering import Meter, cpu_summary
-from .nodegen import generating
-from .processes import ServerSpec
+from .cluster import Cluster
+from .metering import CpuSource, Meter, cpu_summary
+from .nodegen import NodeGenerator, generating
+from .processes import CLUSTER, ServerSpec
 
 ROOM = "storm"
 
@@ -31,15 +38,45 @@ def tracks_presence(spec: ServerSpec) -> bool:
     return spec.protocol == "phoenix" and spec.env.get("SWITCHBOARD_PRESENCE", "on") != "off"
 
 
+@asynccontextmanager
+async def _cluster_generating(
+    spec: ServerSpec, args: argparse.Namespace, logdir: Path, users: int, **options: Any
+) -> AsyncIterator[tuple[CpuSource, NodeGenerator]]:
+    """A fresh 2-node cluster and a Node generator whose processes split the users over its
+    nodes; all stopped by PID on the way out."""
+    cluster = Cluster(spec, args.cluster_cores or [args.server_core] * 3, logdir)
+    gen: NodeGenerator | None = None
+    try:
+        await cluster.start()
+        ports = [node.port for node in cluster.nodes]
+        gen = NodeGenerator(
+            spec,
+            ports[0],
+            users,
+            args.gen_core,
+            logdir,
+            ports=ports,
+            secret=cluster.secret,
+            **options,
+        )
+        await gen.start()
+        yield cluster, gen
+    finally:
+        if gen is not None:
+            await gen.stop()
+        cluster.stop()
+
+
 async def run_joinstorm(spec: ServerSpec, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     n = args.storm_clients
     presence = tracks_presence(spec)
     sample = args.storm_sample if presence else 0
     options = {"presence_users": n + sample if presence else 0, "sample": sample}
-    async with generating(spec, args.server_core, args.gen_core, logdir, n, **options) as (
-        sp,
-        gen,
-    ):
+    if spec.kind == CLUSTER:
+        servers = _cluster_generating(spec, args, logdir, n, **options)
+    else:
+        servers = generating(spec, args.server_core, args.gen_core, logdir, n, **options)
+    async with servers as (sp, gen):
         connected = await gen.command("connect")
         if sum(c["ok"] for c in connected) < n:
             raise RuntimeError(f"only {sum(c['ok'] for c in connected)}/{n} connected: {connected}")

@@ -66,6 +66,8 @@ class NodeGenerator:
         presence_users: int = 0,
         sample: int = 0,
         heartbeat_s: float = 30.0,
+        ports: list[int] | None = None,
+        secret: str | None = None,
     ) -> None:
         self.spec = spec
         self.port = port
@@ -76,22 +78,27 @@ class NodeGenerator:
         self.presence_users = presence_users
         self.sample = sample
         self.heartbeat_s = heartbeat_s
+        # Several servers (a cluster's nodes): process i connects its share to ports[i % n],
+        # with tokens signed by the cluster's secret.
+        self.ports = ports or [port]
+        self.secret = secret
         self.procs: list[asyncio.subprocess.Process] = []
         per_process = max(1000, fd_limit() - FDS_SPARE)
-        self.processes = max(1, math.ceil((users + sample) / per_process))
+        needed = math.ceil((users + sample) / per_process)
+        self.processes = len(self.ports) * max(1, math.ceil(needed / len(self.ports)))
         self.addresses = [f"127.0.0.{i + 1}" for i in range(math.ceil(users / PORTS_PER_ADDRESS))]
 
     async def start(self) -> None:
         tokens = self.workdir / f"tokens-{self.port}.json"
         if self.spec.protocol == "phoenix":
-            tokens.write_text(json.dumps(phoenix_tokens(self.users + self.sample)))
+            tokens.write_text(json.dumps(phoenix_tokens(self.users + self.sample, self.secret)))
         scheme = "http" if self.spec.protocol == "socketio" else "ws"
         share = math.ceil(self.users / self.processes)
         for i in range(self.processes):
             first = i * share
             config = {
                 "protocol": self.spec.protocol,
-                "base": f"{scheme}://{HOST}:{self.port}",
+                "base": f"{scheme}://{HOST}:{self.ports[i % len(self.ports)]}",
                 "tokens": str(tokens),
                 "first": first,
                 "count": max(0, min(share, self.users - first)),

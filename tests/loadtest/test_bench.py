@@ -14,7 +14,7 @@ from tests.support.processes import ROOT
 
 TINY = [
     "--servers",
-    "switchboard",
+    "switchboard,switchboard-2node",
     "--scenarios",
     "ping,joinstorm,reqreply,connrate,idle50k",
     "--ping-seconds",
@@ -63,3 +63,7 @@ def test_a_tiny_run_of_every_node_scenario_reports_numbers_and_no_error(tmp_path
     assert results["connrate"]["sizes"]["60"]["opened"] == 60
     assert results["idle50k"]["alive_after_idle"] == 60
     assert results["ping"]["pings"] > 0
+    # the storm split over two nodes: every list holds the users of both
+    split = json.loads(out.read_text())["results"]["switchboard-2node"]["joinstorm"]
+    assert "error" not in split, output
+    assert split["clients_exact"] == 40 and split["samples_exact"] == "2/2", split
