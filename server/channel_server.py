@@ -53,17 +53,18 @@ _HOOK_OF = {
 }
 
 
-_coroutine_hooks: dict[type[Channel], frozenset[str]] = {}
+_async_kinds: dict[type[Channel], frozenset[str]] = {}
 
 
-def coroutine_hooks(channel_class: type[Channel]) -> frozenset[str]:
-    """The hooks ``channel_class`` defines with ``async def`` (computed once per class)."""
-    found = _coroutine_hooks.get(channel_class)
+def async_kinds(channel_class: type[Channel]) -> frozenset[str]:
+    """The kinds of mailbox item whose hook ``channel_class`` defines with ``async def``
+    (computed once per class)."""
+    found = _async_kinds.get(channel_class)
     if found is None:
-        found = _coroutine_hooks[channel_class] = frozenset(
-            name
-            for name in set(_HOOK_OF.values())
-            if inspect.iscoroutinefunction(getattr(channel_class, name))
+        found = _async_kinds[channel_class] = frozenset(
+            kind
+            for kind, hook in _HOOK_OF.items()
+            if inspect.iscoroutinefunction(getattr(channel_class, hook))
         )
     return found
 
@@ -92,6 +93,7 @@ class ChannelServer:
         "_idle_waiter",
         "_held",
         "_out_ref",
+        "_async_kinds",
     )
 
     def __init__(
@@ -114,6 +116,7 @@ class ChannelServer:
         self._held: list[tuple[str, Frame]] | None = None
         #: While handle_out runs: the broadcast's position, the ref of what it pushes.
         self._out_ref: str | None = None
+        self._async_kinds = async_kinds(channel_class)
         self.channel = channel_class(topic, socket.info, self)
 
     def __repr__(self) -> str:
@@ -264,7 +267,7 @@ class ChannelServer:
                 if not self._mailbox:
                     break
                 item = self._mailbox.popleft()
-            if _HOOK_OF[item[0]] in coroutine_hooks(type(self.channel)):
+            if item[0] in self._async_kinds:
                 # An async hook runs in a task of its own from its first line, so what
                 # needs a current task (asyncio.timeout, TaskGroup) works in it.
                 self._task = asyncio.get_running_loop().create_task(self._in_task(item))
@@ -304,11 +307,9 @@ class ChannelServer:
             self._task = None
         self._run()
 
-    async def _hook_result(self, result: Any) -> Any:
-        """The value a hook returned. An awaitable is awaited in a task of this channel's
-        own (never inline in whatever called us), so what needs a current task works."""
-        if not inspect.isawaitable(result):
-            return result
+    async def _awaited(self, result: Any) -> Any:
+        """What an awaitable a hook returned gives, awaited in a task of this channel's own
+        (never inline in whatever called us), so what needs a current task works."""
         if self._task is None or asyncio.current_task() is not self._task:
             return await asyncio.ensure_future(result)
         return await result
@@ -325,9 +326,9 @@ class ChannelServer:
             if kind == "in":
                 message: Message = item[1]
                 started = time.perf_counter()
-                result = await self._hook_result(
-                    self.channel.handle_in(message.event, message.payload)
-                )
+                result = self.channel.handle_in(message.event, message.payload)
+                if inspect.isawaitable(result):
+                    result = await self._awaited(result)
                 await self._after(result, message.ref, f"handle_in {message.event!r}")
                 self._measure(message.event, time.perf_counter() - started)
             elif kind == "join":
@@ -338,12 +339,16 @@ class ChannelServer:
                 # counts an intercepted broadcast like any other.
                 self._out_ref = codec.broadcast_ref(item[2])
                 try:
-                    result = await self._hook_result(self.channel.handle_out(event, payload))
+                    result = self.channel.handle_out(event, payload)
+                    if inspect.isawaitable(result):
+                        result = await self._awaited(result)
                 finally:
                     self._out_ref = None
                 await self._after(result, None, f"handle_out {event!r}")
             elif kind == "info":
-                result = await self._hook_result(self.channel.handle_info(item[1]))
+                result = self.channel.handle_info(item[1])
+                if inspect.isawaitable(result):
+                    result = await self._awaited(result)
                 await self._after(result, None, "handle_info")
             elif kind == "leave":
                 await self._stop("left")
@@ -392,7 +397,9 @@ class ChannelServer:
         protocol = self.socket.protocol
         started = time.perf_counter()
         try:
-            result = await self._hook_result(self.channel.join(payload))
+            result = self.channel.join(payload)
+            if inspect.isawaitable(result):
+                result = await self._awaited(result)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -498,7 +505,9 @@ class ChannelServer:
 
     async def _terminate(self, reason: str) -> None:
         try:
-            await self._hook_result(self.channel.terminate(reason))
+            result = self.channel.terminate(reason)
+            if inspect.isawaitable(result):
+                await self._awaited(result)
         except Exception:
             logger.exception("terminate of channel %s raised", self.topic)
 
