@@ -64,7 +64,6 @@ class Node:
         self.taps = Taps(pubsub)
         self.calls = ClusterCall(pubsub, node_id)
         self.draining_since: float | None = None
-        self.accepting = True
         self._sync: ClusterSync | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -119,6 +118,11 @@ class Node:
         self.admission.stop(self.pubsub)
         await self.pubsub.stop()
 
+    @property
+    def accepting(self) -> bool:
+        """Whether new sockets are taken: until a drain starts."""
+        return self.draining_since is None
+
     async def drain(self, period: float) -> None:
         """Stop taking sockets, then close the open ones in batches spread over ``period``.
 
@@ -127,7 +131,6 @@ class Node:
         reconnects, through the balancer, to another node. Presence leaves go out as each
         channel ends; other nodes' clients see them as ordinary diffs.
         """
-        self.accepting = False
         self.draining_since = time.time()
         if self.stats is not None:
             self.stats.nudge()  # a short drain must still show on the console

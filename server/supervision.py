@@ -33,7 +33,8 @@ class ActorTree:
         #: Called on the loop with (kind, key_or_prefix) after a local cache invalidation.
         self.on_cache_invalidate: Callable[[str, str], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        buckets = {name: settings.rate(f"{name}_rate") for name in ("connect", "http")}
+        # Connects are counted on the loop (server.admission); HTTP API calls here.
+        buckets = {"http": settings.rate("http_rate")}
         self.supervisor = Supervisor(
             [
                 ChildSpec(

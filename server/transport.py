@@ -171,9 +171,14 @@ async def serve_socket(
         return
     admission = node.admission.admit_address(ip)
     if not admission.admitted:
-        code = "rate_limited" if admission.status == 429 else "unavailable"
         await _refuse(
-            node, websocket, ip, code, admission.status, admission.reason, admission.headers
+            node,
+            websocket,
+            ip,
+            "rate_limited",
+            admission.status,
+            admission.reason,
+            admission.headers,
         )
         return
     handler = socket_class()
@@ -191,12 +196,11 @@ async def serve_socket(
         return
     admission = node.admission.admit_socket(socket_id)
     if not admission.admitted:
-        code = "socket_limit" if admission.status == 403 else "unavailable"
         await _refuse(
             node,
             websocket,
             ip,
-            code,
+            "socket_limit",
             admission.status,
             admission.reason,
             admission.headers,

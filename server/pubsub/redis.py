@@ -120,14 +120,6 @@ def encode_history_head(node: bytes, event: str, tag: int) -> bytes:
     return b"".join((head, node, event_bytes, _TAG.pack(tag)))
 
 
-def decode_history_envelope(data: bytes) -> tuple[bytes, str, int, Position, str]:
-    """``(node, event, tag, position, frame)`` of a history envelope."""
-    node, event_start = _origin(data)
-    if data[:1] != _HISTORY:
-        raise MalformedEnvelope("not a history envelope")
-    return (node, *_history_fields(data, event_start))
-
-
 def _history_fields(data: bytes, event_start: int) -> tuple[str, int, Position, str]:
     _, _, event_length = _HEADER.unpack_from(data)
     tag_start = event_start + event_length
@@ -206,6 +198,9 @@ class RedisBackend(Backend):
         self.prefix = prefix
         self.queue_size = queue_size
         self.limits = history or HistoryLimits()
+        # Fixed for the backend's life: computed once, not on every history write.
+        self._ttl = redis_history.ttl(self.limits)
+        self._meta_ttl = redis_history.meta_ttl(self.limits)
         self.batch_size = batch_size
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -228,6 +223,7 @@ class RedisBackend(Backend):
         self._epoch_base = "r" + secrets.token_hex(4)
         self._epochs = itertools.count(1)
         self._keys = redis_history.Keys(prefix)
+        self._node_key = b""  # the key of this node's write sequence, set at start
         self._read_script: Any = None
         self._wanted: dict[bytes, str] = {}  # Redis channel -> topic
         self._applied: set[bytes] = set()  # channels subscribed on the current connection
@@ -255,6 +251,7 @@ class RedisBackend(Backend):
         if not 0 < len(node_bytes) < 256:
             raise RuntimeError(f"node id must be 1 to 255 bytes of UTF-8, got {node!r}")
         self._node = node_bytes
+        self._node_key = self._keys.node(node_bytes)
         self._deliver = deliver
         self._deliver_history = deliver_history
         name = "switchboard-" + re.sub(r"[^\w.:-]", "_", node)
@@ -326,10 +323,10 @@ class RedisBackend(Backend):
             "" if since is None else since.epoch,
             0 if since is None else since.offset,
             "" if upto is None else upto,
-            redis_history.meta_ttl(self.limits),
+            self._meta_ttl,
             self._new_epoch(),
             self.limits.size,
-            redis_history.ttl(self.limits),
+            self._ttl,
         ]
         read = self._read_script(keys=[keys.log(topic), keys.meta(topic)], args=args)
         try:
@@ -700,21 +697,21 @@ class RedisBackend(Backend):
     def _history_write(
         self, topic: str, event: str, frame: Frame, seq: int, tag: int
     ) -> tuple[Any, ...]:
-        keys, limits = self._keys, self.limits
+        keys = self._keys
         return (
             "EVALSHA",
             redis_history.WRITE_SHA,
             3,
             keys.log(topic),
             keys.meta(topic),
-            keys.node(self._node),
+            self._node_key,
             self._channel(topic),
             encode_history_head(self._node, event, tag),
             event,
             frame,
             seq,
-            limits.size,
-            redis_history.ttl(limits),
-            redis_history.meta_ttl(limits),
+            self.limits.size,
+            self._ttl,
+            self._meta_ttl,
             self._new_epoch(),
         )
