@@ -89,6 +89,13 @@ def response(status: int, message: str, headers: tuple[tuple[str, str], ...] = (
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+#: The refusals at connect, the same bytes each time.
+AT_CONNECTION_LIMIT = response(503, "server at its connection limit", (("retry-after", "5"),))
+TOO_MANY_FROM_ADDRESS = response(
+    429, "too many connections from your address", (("retry-after", "5"),)
+)
+
+
 @dataclass
 class ConnectionGuard:
     """Counts open connections per client address and in total, and decides on new ones."""
@@ -102,7 +109,7 @@ class ConnectionGuard:
     #: Refusals and closes so far, by reason (for /metrics).
     refused: dict[str, int] = field(default_factory=dict)
     accept_errors: int = 0
-    _open: dict[Any, tuple[str | None, ...]] = field(default_factory=dict)
+    _open: dict[Any, tuple[str, ...]] = field(default_factory=dict)
     _per_address: dict[str, int] = field(default_factory=dict)
     _accept_logged_at: float | None = None
     _accept_unlogged: int = 0
@@ -118,7 +125,7 @@ class ConnectionGuard:
         """Register a new connection, or return the response that refuses it."""
         if len(self._open) >= self.max_connections:
             self.count("max_connections")
-            return response(503, "server at its connection limit", (("retry-after", "5"),))
+            return AT_CONNECTION_LIMIT
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else None
         if (
@@ -126,12 +133,8 @@ class ConnectionGuard:
             and self.max_per_address
             and not is_trusted(address, self.trusted_proxies)
         ):
-            if self._per_address.get(address, 0) >= self.max_per_address:
-                self.count("max_connections_per_address")
-                return response(
-                    429, "too many connections from your address", (("retry-after", "5"),)
-                )
-            self._per_address[address] = self._per_address.get(address, 0) + 1
+            if not self._claim(address):
+                return TOO_MANY_FROM_ADDRESS
             self._open[transport] = (address,)
         else:
             self._open[transport] = ()
@@ -141,17 +144,22 @@ class ConnectionGuard:
         """A trusted proxy's connection is becoming a WebSocket for ``address``."""
         if not self.max_per_address or transport not in self._open:
             return True
-        if self._per_address.get(address, 0) >= self.max_per_address:
+        if not self._claim(address):
+            return False
+        self._open[transport] += (address,)
+        return True
+
+    def _claim(self, address: str) -> bool:
+        """Count one more connection of ``address``, unless it is at the cap."""
+        open_here = self._per_address.get(address, 0)
+        if open_here >= self.max_per_address:
             self.count("max_connections_per_address")
             return False
-        self._per_address[address] = self._per_address.get(address, 0) + 1
-        self._open[transport] += (address,)
+        self._per_address[address] = open_here + 1
         return True
 
     def release(self, transport: Any) -> None:
         for address in self._open.pop(transport, ()):
-            if address is None:
-                continue
             left = self._per_address[address] - 1
             if left:
                 self._per_address[address] = left
@@ -350,9 +358,7 @@ class _GuardedWebSocket:
             address = client_ip({"client": self.client, "headers": forwarded}, trusted)
             if not self.guard.admit_forwarded(self.transport, address):
                 self.handshake_complete = self.close_sent = True
-                self.transport.write(
-                    response(429, "too many connections from your address", (("retry-after", "5"),))
-                )
+                self.transport.write(TOO_MANY_FROM_ADDRESS)
                 self.transport.close()
                 return
         super().handle_connect(event)  # type: ignore[misc]
