@@ -31,28 +31,28 @@ def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class _Unread(Exception):
+class BodyUnread(Exception):
     """The body was not read; ``response`` says why."""
 
     def __init__(self, response: Response) -> None:
         self.response = response
 
 
-async def _body(request: Request, limit: int, too_large: str) -> bytes:
+async def read_body(request: Request, limit: int, too_large: str) -> bytes:
     """The request body, read as it arrives and given up on as soon as it passes ``limit``
     bytes: a client announcing or sending more costs us ``limit`` bytes, not what it sent."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Unread(_error(413, too_large))
+        raise BodyUnread(_error(413, too_large))
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise _Unread(_error(413, too_large))
+                raise BodyUnread(_error(413, too_large))
             chunks.append(chunk)
     except ClientDisconnect:  # gone, or closed by the request time limit: nobody to answer
-        raise _Unread(_error(400, "the client went away before sending the body")) from None
+        raise BodyUnread(_error(400, "the client went away before sending the body")) from None
     return b"".join(chunks)
 
 
@@ -93,8 +93,8 @@ async def broadcast(request: Request) -> Response:
         return refusal
     limit = node.settings.max_frame_size
     try:
-        body = await _body(request, limit, f"body over {limit} bytes")
-    except _Unread as unread:
+        body = await read_body(request, limit, f"body over {limit} bytes")
+    except BodyUnread as unread:
         return unread.response
     parsed = parse_broadcast(body, limit)
     if isinstance(parsed, Response):
@@ -171,9 +171,9 @@ async def cache_entry(request: Request) -> Response:
         limit = node.settings.cache_max_value
         try:
             body = orjson.loads(
-                await _body(request, limit + CACHE_ENVELOPE, f"value over {limit} bytes")
+                await read_body(request, limit + CACHE_ENVELOPE, f"value over {limit} bytes")
             )
-        except _Unread as unread:
+        except BodyUnread as unread:
             return unread.response
         except orjson.JSONDecodeError:
             return _error(400, "body is not valid JSON")

@@ -34,7 +34,13 @@ from switchboard.actors.errors import ActorError
 from switchboard.server.client_ip import client_ip
 from switchboard.server.node import Node
 from switchboard.server.pubsub import Unavailable
-from switchboard.server.routes.api import _error, _unauthorized, parse_broadcast
+from switchboard.server.routes.api import (
+    BodyUnread,
+    _error,
+    _unauthorized,
+    parse_broadcast,
+    read_body,
+)
 from switchboard.server.timeline import HOUR, METRICS
 
 logger = logging.getLogger("switchboard.console")
@@ -166,8 +172,11 @@ async def disconnect(request: Request) -> Response:
     node, refusal = _node(request)
     if refusal is not None:
         return refusal
+    limit = node.settings.max_frame_size
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(await read_body(request, limit, f"body over {limit} bytes"))
+    except BodyUnread as unread:
+        return unread.response
     except orjson.JSONDecodeError:
         return _error(400, "body is not valid JSON")
     if (
@@ -273,7 +282,12 @@ async def broadcast(request: Request) -> Response:
     node, refusal = _node(request)
     if refusal is not None:
         return refusal
-    parsed = parse_broadcast(await request.body(), node.settings.max_frame_size)
+    limit = node.settings.max_frame_size
+    try:
+        body = await read_body(request, limit, f"body over {limit} bytes")
+    except BodyUnread as unread:
+        return unread.response
+    parsed = parse_broadcast(body, limit)
     if isinstance(parsed, Response):
         return parsed
     topic_name, event, payload = parsed
