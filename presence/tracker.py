@@ -214,21 +214,21 @@ class Presence:
             results = await self._ask(msg.Batch(changes), timeout=None, send_queued=False)
         except ActorError as exc:
             for change, reply in batch:
-                if type(change) is msg.Track:
-                    self._owner_dropped(change.owner, 1)
-                if not reply.done():
-                    reply.set_exception(exc)
+                self._failed(change, reply, exc)
             return
         for (change, reply), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
-                if type(change) is msg.Track:
-                    self._owner_dropped(change.owner, 1)
-                if not reply.done():
-                    reply.set_exception(result)
+                self._failed(change, reply, result)
                 continue
             self._acknowledged(change, result)
             if not reply.done():
                 reply.set_result(result)
+
+    def _failed(self, change: LocalChange, reply: asyncio.Future[Any], exc: BaseException) -> None:
+        if type(change) is msg.Track:
+            self._owner_dropped(change.owner, 1)
+        if not reply.done():
+            reply.set_exception(exc)
 
     def _acknowledged(self, change: LocalChange, result: Change | None) -> None:
         owner = change.owner
@@ -371,8 +371,6 @@ class Presence:
         self._flush_task = self._spawn(self._flush())
 
     async def _flush(self) -> None:
-        if self._flushing:
-            return
         self._flushing = True
         try:
             self._last_flush = asyncio.get_running_loop().time()

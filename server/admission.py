@@ -70,12 +70,19 @@ class AdmissionControl:
         self._ids: dict[int, str] = {}  # serial -> socket id, for sockets with an id
         self._remote: dict[str, set[str]] = {}  # socket id -> phx_refs of other nodes
 
+    @property
+    def _counts_other_nodes(self) -> bool:
+        """The per-id limit is on, and other nodes' sockets can be heard of."""
+        return self.settings.limits and self.settings.presence
+
     def start(self, pubsub: PubSub) -> None:
         """Follow the ``connections`` topic, to count other nodes' sockets."""
-        pubsub.subscribe(CONNECTIONS_TOPIC, self)
+        if self._counts_other_nodes:
+            pubsub.subscribe(CONNECTIONS_TOPIC, self)
 
     def stop(self, pubsub: PubSub) -> None:
-        pubsub.unsubscribe(CONNECTIONS_TOPIC, self)
+        if self._counts_other_nodes:
+            pubsub.unsubscribe(CONNECTIONS_TOPIC, self)
 
     def admit_address(self, address: str) -> Admission:
         """Connect attempts per client address, before the credentials are looked at."""

@@ -288,12 +288,12 @@ class ClusterStats:
                     name: e.actors.mailbox_depth(name) for name in ("cache", "limiter", "presence")
                 },
             }
-        topics = await self._topics(activity.broadcasts, elapsed)
+        topics = await self._topics()
         status = e.pubsub.status
         draining = None
-        if not e.accepting:
+        if e.draining_since is not None:
             draining = {
-                "since": e.draining_since or time.time(),
+                "since": e.draining_since,
                 "sockets_left": sum(1 for s in e.sockets if not e.keeps_when_draining(s)),
             }
         return {
@@ -331,7 +331,7 @@ class ClusterStats:
             **topics,
         }
 
-    async def _topics(self, broadcasts: dict[str, int], elapsed: float) -> dict[str, Any]:
+    async def _topics(self) -> dict[str, Any]:
         """This node's topics: all of them if few, else the busiest ten, and how many."""
         e = self.node
         presence_counts: dict[str, int] = {}
@@ -351,7 +351,7 @@ class ClusterStats:
                     "topic": t,
                     "subscribers": subscribers[t],
                     "presences": presence_counts.get(t, 0),
-                    "messages_per_s": round(broadcasts.get(t, 0) / elapsed, 1),
+                    "messages_per_s": self.topic_rates.get(t, 0.0),
                 }
                 for t in (listed if complete else listed[:10])
             ],

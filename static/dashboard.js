@@ -87,7 +87,6 @@ function duration(seconds) {
 }
 
 const plural = (count, noun) => `${formatInt(count)} ${noun}${num(count) === 1 ? "" : "s"}`;
-const since = (seconds) => `${clock(seconds)} (${duration(Date.now() / 1000 - seconds)} ago)`;
 
 function setStatus(state, text) {
   ui.status.dataset.state = state;
@@ -639,8 +638,8 @@ function updateLiveCard(card, sample, now) {
     ? ` · draining since ${clock(sample.draining.since)}, ${plural(sample.draining.sockets_left, "socket")} left`
     : "";
   const age = now - num(sample.ts);
-  const stale = age > 3 ? ` · last report ${duration(age)} ago` : "";
-  card.root.dataset.stale = String(age > 3);
+  const stale = age > STALE_S ? ` · last report ${duration(age)} ago` : "";
+  card.root.dataset.stale = String(age > STALE_S);
   card.about.textContent = `v${sample.version ?? "?"} · up ${up} · pid ${sample.pid ?? "?"}${draining}${stale}`;
   card.fields.connections.textContent = formatInt(sample.connections);
   card.fields.joined.textContent = formatInt(sample.joined_channels);
