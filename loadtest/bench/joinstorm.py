@@ -108,6 +108,7 @@ async def run_joinstorm(spec: ServerSpec, args: argparse.Namespace, logdir: Path
             samples_exact=f"{sum(s['samples_exact'] for s in storm)}/{sample}",
             presence_frames=sum(s["presence_frames"] for s in storm),
             presence_frames_per_client=round(sum(s["presence_frames"] for s in storm) / n, 1),
+            presence_mib=round(sum(s["presence_bytes"] for s in storm) / 2**20),
             unknown_keys=sum(s["unknown_keys"] for s in storm),
         )
         if None in exact:

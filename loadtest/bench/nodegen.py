@@ -92,13 +92,12 @@ class NodeGenerator:
         tokens = self.workdir / f"tokens-{self.port}.json"
         if self.spec.protocol == "phoenix":
             tokens.write_text(json.dumps(phoenix_tokens(self.users + self.sample, self.secret)))
-        scheme = "http" if self.spec.protocol == "socketio" else "ws"
         share = math.ceil(self.users / self.processes)
         for i in range(self.processes):
             first = i * share
             config = {
                 "protocol": self.spec.protocol,
-                "base": f"{scheme}://{HOST}:{self.ports[i % len(self.ports)]}",
+                "base": f"ws://{HOST}:{self.ports[i % len(self.ports)]}",
                 "tokens": str(tokens),
                 "first": first,
                 "count": max(0, min(share, self.users - first)),

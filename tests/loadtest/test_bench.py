@@ -14,7 +14,7 @@ from tests.support.processes import ROOT
 
 TINY = [
     "--servers",
-    "switchboard,switchboard-2node",
+    "switchboard,switchboard-2node,socketio-node",
     "--scenarios",
     "ping,joinstorm,reqreply,connrate,idle50k",
     "--ping-seconds",
@@ -67,3 +67,9 @@ def test_a_tiny_run_of_every_node_scenario_reports_numbers_and_no_error(tmp_path
     split = json.loads(out.read_text())["results"]["switchboard-2node"]["joinstorm"]
     assert "error" not in split, output
     assert split["clients_exact"] == 40 and split["samples_exact"] == "2/2", split
+    # the peer, driven by the generator's own socket.io client: connects, joins, acks
+    peer = json.loads(out.read_text())["results"]["socketio-node"]
+    assert not {scenario: r["error"] for scenario, r in peer.items() if "error" in r}, output
+    assert peer["connrate"]["sizes"]["60"]["opened"] == 60, peer["connrate"]
+    assert peer["reqreply"]["requests_per_s"] > 0, peer["reqreply"]
+    assert peer["idle50k"]["alive_after_idle"] == 60, peer["idle50k"]

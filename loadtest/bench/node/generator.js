@@ -1,7 +1,7 @@
 "use strict"
 // The Node load generator of the benchmark (loadtest/bench/nodegen.py starts and drives it).
 // Node, because one Python process on one core could not open, join and ping fast enough to
-// keep the servers busy; `ws` and socket.io-client do the wire work in C++ and V8.
+// keep the servers busy; `ws` does the wire work in C++ and V8.
 //
 // Usage: node generator.js CONFIG.json; then one JSON command per line on stdin, each answered
 // by one JSON line {"done": op, ...} on stdout. Times are epoch milliseconds (Date.now() plus
@@ -118,6 +118,7 @@ async function joinStorm({room, timeout_ms = 600000}){
     samples_exact: samples.filter((s) => s.presence.list().length === users).length,
     samples: samples.length,
     presence_frames: views.reduce((sum, v) => sum + v.frames, 0),
+    presence_bytes: views.reduce((sum, v) => sum + v.bytes, 0),
     unknown_keys: views.reduce((sum, v) => sum + v.unknown, 0),
   })
 }

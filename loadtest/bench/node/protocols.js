@@ -1,6 +1,6 @@
 "use strict"
 // How the Node load generator speaks to each kind of server: Phoenix V2 (switchboard), socket.io
-// (Node's or python-socketio, through the socket.io-client package) and plain WebSocket echo
+// (Node's or python-socketio, its wire protocol on `ws`) and plain WebSocket echo
 // (the bare websockets server, path /echo). Each connection object has the same face:
 //   open() -> Promise          the WebSocket (or socket.io connection) is up
 //   join(room) -> Promise      joined; for Phoenix the ok phx_reply (presence then follows)
@@ -15,9 +15,9 @@
 // the state wait for it).
 
 const WebSocket = require("ws")
-const ioClient = require("socket.io-client")
 
 const OPEN_TIMEOUT = 60000
+const HEAD = 256  // bytes of a frame that hold its refs, topic and event
 const REPLY = Buffer.from('"phx_reply"')
 const DIFF = Buffer.from('"presence_diff"')
 const STATE = Buffer.from('"presence_state"')
@@ -33,12 +33,8 @@ class PresenceView {
     this.synced = false
     this.pending = []  // changes that came before the state: n for a join, ~n for a leave
     this.frames = 0
+    this.bytes = 0
     this.unknown = 0
-  }
-  _user(key){
-    const n = key.startsWith("bench-") ? Number(key.slice(6)) : NaN
-    if(!Number.isInteger(n) || n < 0 || n >= this.users){ this.unknown++; return -1 }
-    return n
   }
   _set(n, on){
     const byte = n >> 3, mask = 1 << (n & 7), was = (this.bits[byte] & mask) !== 0
@@ -48,11 +44,15 @@ class PresenceView {
   _change(change){
     if(this.synced){ this._set(change >= 0 ? change : ~change, change >= 0) } else { this.pending.push(change) }
   }
-  state(state){
+  /** A presence_state frame as it came, unparsed: every "bench-<n>": key is a member. (A
+   * real client parses the JSON; 5000 clients each parsing a list of up to 5000 on the one
+   * generator core would time the generator, not the server. The phoenix.js sample does.) */
+  stateKeys(data){
     this.frames++
+    this.bytes += data.length
     this.bits.fill(0)
     this.count = 0
-    for(const key in state){ const n = this._user(key); if(n >= 0){ this._set(n, true) } }
+    this._keys(data, (n) => this._set(n, true))
     this.synced = true
     for(const change of this.pending){ this._change(change) }
     this.pending = []
@@ -61,16 +61,35 @@ class PresenceView {
    * ("joins" or "leaves") that opens last before it. */
   diffKeys(data){
     this.frames++
+    this.bytes += data.length
     const joins = data.indexOf(JOINS), leaves = data.indexOf(LEAVES)
-    for(let at = data.indexOf(KEY); at >= 0; at = data.indexOf(KEY, at + KEY.length)){
-      const end = data.indexOf(34, at + 1)  // the closing quote
-      if(data[end + 1] !== 58){ continue }  // not an object key (no colon): a value
-      const n = this._user(data.toString("latin1", at + 1, end))
-      if(n < 0){ continue }
+    this._keys(data, (n, at) => {
       const inLeaves = leaves >= 0 && leaves < at && (joins < 0 || joins < leaves || joins > at)
       this._change(inLeaves ? ~n : n)
+    })
+  }
+  /** Call `found(n, at)` for each "bench-<n>" object key (followed by a colon) in `data`; the
+   * digits are read off the bytes (a join storm's frames hold millions of keys in all). */
+  _keys(data, found){
+    const digits = KEY.length
+    for(let at = data.indexOf(KEY); at >= 0; at = data.indexOf(KEY, at + digits)){
+      let n = 0, i = at + digits, c = data[i]
+      for(; c >= 48 && c <= 57; c = data[++i]){ n = n * 10 + c - 48 }
+      if(c === 34 && i > at + digits){
+        if(data[i + 1] !== 58){ continue }  // not an object key (no colon): a value
+        if(n < this.users){ found(n, at) } else { this.unknown++ }
+      } else {
+        const end = data.indexOf(34, i)  // "bench-" then something else: a key nobody made?
+        if(data[end + 1] === 58){ this.unknown++ }
+      }
     }
   }
+}
+
+/** The join ref a V2 frame starts with (`["<ref>",...`), or null. */
+function frameJoinRef(data){
+  if(data[1] !== 34){ return null }
+  return data.toString("latin1", 2, data.indexOf(34, 2))
 }
 
 function wsOptions(addr){
@@ -117,20 +136,21 @@ class PhoenixConnection {
     this.waiting.clear()
   }
   _frame(data){
-    // Only replies and presence_state are parsed as JSON; a diff's keys are found with
-    // Buffer searches (a join storm sends one diff per join to every member: N^2 frames).
-    if(data.includes(REPLY)){
+    // Only replies are parsed as JSON; presence keys are found with Buffer searches (a join
+    // storm sends every member the whole room: N^2 keys in all). The event is told from the
+    // frame's head: a state is up to N keys long.
+    const head = data.length > HEAD ? data.subarray(0, HEAD) : data
+    if(head.includes(REPLY)){
       const [, ref, , , payload] = JSON.parse(data.toString())
       const waiter = this.waiting.get(ref)
       if(waiter){
         this.waiting.delete(ref)
         if(payload.status === "ok"){ waiter.resolve(payload) } else { waiter.reject(new Error(JSON.stringify(payload))) }
       }
-    } else if(this.presence && data.includes(DIFF)){
+    } else if(this.presence && head.includes(DIFF)){
       this.presence.diffKeys(data)
-    } else if(this.presence && data.includes(STATE)){
-      const [joinRef, , , , payload] = JSON.parse(data.toString())
-      if(joinRef === this.joinRef){ this.presence.state(payload) }
+    } else if(this.presence && head.includes(STATE)){
+      if(frameJoinRef(data) === this.joinRef){ this.presence.stateKeys(data) }
     }
   }
   _request(joinRef, topic, event, payload){
@@ -149,33 +169,56 @@ class PhoenixConnection {
   close(){ if(this.ws){ this.ws.terminate() } }
 }
 
-/** socket.io through socket.io-client, WebSocket transport only, no reconnects. */
+/** socket.io (Engine.IO 4, socket.io protocol 5) spoken on a plain `ws` WebSocket: the
+ * packets socket.io-client sends on its WebSocket transport (CONNECT to "/", events with
+ * acks, a pong for each server ping), without its per-packet machinery. Driving 5000 clients
+ * through socket.io-client saturated the generator core, so the peer's rates were the
+ * client's (338 to 998 opens/s in three runs of one server). */
 class SocketIOConnection {
   constructor(base, _token, addr){
-    this.base = base
+    this.url = `${base}/socket.io/?EIO=4&transport=websocket`
     this.addr = addr
     this.status = 0
     this.closed = false
+    this.acks = 0
+    this.waiting = new Map()
+    this.connecting = null
   }
   open(){
+    const connected = new Promise((resolve, reject) => { this.connecting = {resolve, reject} })
+    return openWebSocket(this, (data) => this._packet(data.toString())).then(() => connected)
+  }
+  _packet(packet){
+    const type = packet.charCodeAt(0) - 48  // Engine.IO packet type
+    if(type === 4){  // message: a socket.io packet follows
+      const kind = packet.charCodeAt(1) - 48
+      if(kind === 3){  // ACK: "43<id>[...]"
+        const id = Number(packet.slice(2, packet.indexOf("[")))
+        const waiter = this.waiting.get(id)
+        if(waiter){ this.waiting.delete(id); waiter.resolve(JSON.parse(packet.slice(packet.indexOf("[")))) }
+      } else if(kind === 0 && this.connecting){ this.connecting.resolve(); this.connecting = null }
+      else if(kind === 4 && this.connecting){ this.connecting.reject(new Error(`connect_error ${packet.slice(2)}`)); this.connecting = null }
+    } else if(type === 2){ this.ws.send("3") }  // ping -> pong
+    else if(type === 0){ this.ws.send("40") }  // open -> CONNECT to the main namespace
+  }
+  _closed(){
+    this.closed = true
+    const lost = new Error("connection closed")
+    if(this.connecting){ this.connecting.reject(lost); this.connecting = null }
+    for(const {reject} of this.waiting.values()){ reject(lost) }
+    this.waiting.clear()
+  }
+  _emit(event, data){
+    const id = this.acks++
     return new Promise((resolve, reject) => {
-      const socket = this.socket = ioClient(this.base, {
-        transports: ["websocket"], reconnection: false, forceNew: true, timeout: OPEN_TIMEOUT,
-        ...(this.addr ? {localAddress: this.addr} : {}),
-      })
-      socket.once("connect", resolve)
-      socket.once("connect_error", (err) => {
-        const status = err && err.description && err.description.statusCode
-        if(status){ this.status = status }
-        reject(err)
-      })
-      socket.on("disconnect", () => { this.closed = true })
+      this.waiting.set(id, {resolve, reject})
+      this.ws.send(`42${id}${JSON.stringify([event, data])}`)
     })
   }
-  join(room){ return this.socket.timeout(OPEN_TIMEOUT).emitWithAck("join", room) }
-  ping(){ return this.socket.timeout(OPEN_TIMEOUT).emitWithAck("ping", {n: 1}) }
-  heartbeat(){}  // engine.io's pings come from the server and are answered by the client
-  close(){ if(this.socket){ this.socket.disconnect() } }
+  join(room){ return this._emit("join", room) }
+  ping(){ return this._emit("ping", {n: 1}) }
+  heartbeat(){}  // engine.io's pings come from the server and are answered above
+  close(){ if(this.ws){ this.ws.terminate() } }
 }
 
 /** A plain WebSocket to the bare websockets server's /echo path: every message comes back. */
