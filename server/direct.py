@@ -242,6 +242,9 @@ class DirectReader:
         protocol.handle_ping = self._handle_ping
         while not queued.empty():
             self.put_nowait(queued.get_nowait())
+        cut_frames = getattr(protocol, "cut_frames", None)
+        if cut_frames is not None and _parser_idle(protocol.conn):
+            cut_frames(self.frame)
         if was_paused and not self._paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -254,12 +257,18 @@ class DirectReader:
         data = message.get("text")
         if data is None:
             data = message["bytes"]
+        self.frame(data)
+
+    def frame(self, data: Frame) -> bool:
+        """One whole message from the client; True while the protocol takes more (after it
+        sent its close, uvicorn drops them)."""
         if self._backlog is not None:
             self._backlog.append(data)
         elif self._over_budget():
             self._backlog = deque((data,))
         else:
             self._handle(data)
+        return not self.protocol.close_sent
 
     def empty(self) -> bool:
         return True
@@ -380,6 +389,20 @@ def release_handshake(protocol: Any) -> None:
         next(fresh)  # to its first wait for data, as websockets primes its own
         parser.close()
         conn.parser = fresh
+
+
+def _parser_idle(conn: Any) -> bool:
+    """Whether websockets' parser holds nothing of the client's stream (no compression, no
+    fragmented message, no buffered bytes, waiting for a new frame): from here frames can
+    be cut off the stream before it (see :mod:`frame_cutter`)."""
+    reader = getattr(conn, "reader", None)
+    return (
+        not getattr(conn, "extensions", True)
+        and getattr(conn, "current_size", 0) is None
+        and hasattr(conn, "max_message_size")
+        and not getattr(reader, "buffer", True)
+        and _between_frames(getattr(conn, "parser", None))
+    )
 
 
 def _between_frames(parser: Any) -> bool:

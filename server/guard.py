@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from switchboard.server.client_ip import client_ip, is_trusted
+from switchboard.server.codec import Frame
+from switchboard.server.frame_cutter import FrameCutter
 
 if TYPE_CHECKING:
     from switchboard.server.config import Settings
@@ -339,6 +341,8 @@ class _GuardedWebSocket:
     read_paused: bool
     _discarding = False
     _deadline: asyncio.TimerHandle | None = None
+    _cutter: FrameCutter | None = None
+    _deliver: Callable[[Frame], bool]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self.transport)
@@ -387,12 +391,37 @@ class _GuardedWebSocket:
             self.handshake_complete = True
         return super().send(message)  # type: ignore[misc]
 
+    def cut_frames(self, deliver: Callable[[Frame], bool]) -> None:
+        """From now on cut the client's data frames off the stream here, each to ``deliver``
+        (see :mod:`frame_cutter`); the direct reader asks once websockets' parser is idle."""
+        self._cutter = FrameCutter(self.conn.max_message_size)
+        self._deliver = deliver
+
     def data_received(self, data: bytes) -> None:
+        cutter = self._cutter
+        if cutter is not None:
+            rest = (
+                cutter.rest(data)
+                if self.close_sent
+                else cutter.feed(data, self._deliver, self._control)
+            )
+            if rest is None:
+                return
+            self._cutter = None
+            if not rest:
+                return
+            data = rest
         if self._discarding:
             self.conn.receive_data(data)  # dropped, but for the client's close frame
             self._send_closing()
             return
         super().data_received(data)  # type: ignore[misc]
+
+    def _control(self, frame: bytes) -> bool:
+        """A ping or pong cut off the stream: websockets parses it alone (and queues the
+        pong); cutting goes on while the connection is fine."""
+        super().data_received(frame)  # type: ignore[misc]
+        return not self.close_sent and self.conn.parser_exc is None
 
     def handle_parser_exception(self) -> None:
         """A frame over the size limit (or another protocol error): send the close frame

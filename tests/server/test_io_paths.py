@@ -5,15 +5,17 @@ from uvicorn's parser and written to its transport) and the ASGI path they fall 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
+from websockets.frames import Frame, Opcode
 
 from switchboard.client import AsyncClient
 from tests.server.nodes import node
 from tests.support.clients import run
 from tests.support.processes import ServerProcess
-from tests.support.raw import RawClient
+from tests.support.raw import RawClient, ping_frame, text_frame
 
 WAIT = 5.0
 
@@ -84,3 +86,58 @@ def test_a_websocket_ping_gets_its_pong(path: tuple[str, ServerProcess]) -> None
         await peer.close()
 
     run(scenario())
+
+
+def test_pushes_split_anywhere_around_pings_and_a_fragmented_one_are_answered_in_order(
+    path: tuple[str, ServerProcess],
+) -> None:
+    """The direct reader cuts whole frames off the stream itself; a ping goes to websockets
+    alone (and is answered), a fragmented message makes websockets parse from there on."""
+    _, server = path
+    client = RawClient(server.socket_url("mixed"))
+    try:
+        client.send(["1", "1", "room:mixed", "phx_join", {}])
+        client.read_until(1)
+        push = {n: text_frame(["1", str(n), "room:mixed", "ping", {"n": n}]) for n in range(2, 7)}
+        fragmented = json.dumps(["1", "5", "room:mixed", "ping", {"n": 5}]).encode()
+        stream = b"".join(
+            [
+                push[2],
+                ping_frame(b"one"),
+                push[3],
+                push[4],
+                Frame(Opcode.TEXT, fragmented[:9], fin=False).serialize(mask=True, extensions=[]),
+                Frame(Opcode.CONT, fragmented[9:]).serialize(mask=True, extensions=[]),
+                push[6],
+                ping_frame(b"two"),
+            ]
+        )
+        for at in range(0, len(stream), 7):  # seven bytes per write: headers split too
+            client.send_bytes(stream[at : at + 7])
+        frames = client.read_until(6)
+        client.read_until_pongs(2)
+    finally:
+        client.close()
+    assert [(f[1], f[4]) for f in frames[1:]] == [
+        (str(n), {"status": "ok", "response": {"n": n}}) for n in range(2, 7)
+    ]
+
+
+def test_text_that_is_not_utf8_after_good_pushes_closes_with_1007(
+    path: tuple[str, ServerProcess],
+) -> None:
+    kind, server = path
+    client = RawClient(server.socket_url("badtext"))
+    try:
+        client.send(["1", "1", "room:badtext", "phx_join", {}])
+        client.read_until(1)
+        good = text_frame(["1", "2", "room:badtext", "ping", {}])
+        payload = b'["1","3","room:badtext","ping",{"x":"\xff\xfe"}]'
+        bad = Frame(Opcode.TEXT, payload).serialize(mask=True, extensions=[])
+        client.send_bytes(good + bad)
+        code = client.read_to_end()
+    finally:
+        client.close()
+    assert code == 1007
+    if kind == "direct":  # the ASGI path drops what its queue holds once uvicorn closes
+        assert [f[1] for f in client.frames] == ["1", "2"]

@@ -62,6 +62,13 @@ class RawClient:
                 raise ConnectionError(f"closed ({self.close_code}) after {len(self.frames)}")
         return self.frames
 
+    def read_until_pongs(self, count: int, timeout: float = WAIT) -> None:
+        """Read until ``count`` pongs came in all."""
+        self.sock.settimeout(timeout)
+        while self.pongs < count:
+            if not self._read():
+                raise ConnectionError(f"closed ({self.close_code}) after {self.pongs} pongs")
+
     def read_to_end(self, timeout: float = WAIT) -> int | None:
         """Read until the server closes; its close code (None: the connection just ended).
         Raises ``ConnectionResetError`` if the server resets it, ``TimeoutError`` if it
