@@ -31,13 +31,16 @@ MASKED = 0x80
 class FrameCutter:
     """Cuts whole unfragmented data frames; keeps a partial one for the next read."""
 
-    __slots__ = ("max_size", "_partial")
+    __slots__ = ("max_size", "_partial", "_needed")
 
     def __init__(self, max_size: int | None) -> None:
         #: Larger frames go to websockets (which closes with 1009) as soon as the header
         #: says so: nothing of them is buffered here.
         self.max_size = max_size
-        self._partial = b""
+        #: The start of a frame still arriving, and its whole length once its header is in:
+        #: reads are appended until it is complete, never copied read by read.
+        self._partial = bytearray()
+        self._needed = 0
 
     def feed(
         self,
@@ -51,16 +54,23 @@ class FrameCutter:
         parse from now on: from the first frame this does not cut, or after the one a
         callable stopped at."""
         if self._partial:
-            data = self._partial + data
-            self._partial = b""
+            self._partial += data
+            if len(self._partial) < self._needed:
+                return None
+            data = bytes(self._partial)
+            self._partial.clear()
         end = len(data)
         at = 0
+        self._needed = 0
         while end - at >= 2:
             first = data[at]
             second = data[at + 1]
-            if not second & MASKED:
-                return data[at:]
             size = second & 0x7F
+            is_data = first == TEXT or first == BINARY  # else a ping or pong, or not ours
+            if not second & MASKED or not (
+                is_data or (first == PING or first == PONG) and size < 126
+            ):
+                return data[at:]
             head = at + 2
             if size == 126:
                 if end - head < 2:
@@ -75,9 +85,10 @@ class FrameCutter:
             if self.max_size is not None and size > self.max_size:
                 return data[at:]
             stop = head + 4 + size
-            if first == TEXT or first == BINARY:
-                if stop > end:
-                    break
+            if stop > end:
+                self._needed = stop - at
+                break
+            if is_data:
                 payload: Frame = apply_mask(data[head + 4 : stop], data[head : head + 4])
                 if first == TEXT:
                     try:
@@ -86,20 +97,16 @@ class FrameCutter:
                         return data[at:]
                 if not deliver(payload):
                     return data[stop:]
-            elif (first == PING or first == PONG) and size < 126:
-                if stop > end:
-                    break
-                if not control(data[at:stop]):
-                    return data[stop:]
-            else:
-                return data[at:]
+            elif not control(data[at:stop]):
+                return data[stop:]
             at = stop
         if at < end:
-            self._partial = data[at:]
+            self._partial += data[at:]
         return None
 
     def rest(self, data: bytes) -> bytes:
         """What websockets must parse when cutting stops between reads: a partial frame
         kept from the last one, then ``data``."""
-        partial, self._partial = self._partial, b""
-        return partial + data
+        partial = bytes(self._partial) + data
+        self._partial.clear()
+        return partial

@@ -117,3 +117,16 @@ def test_stopping_between_reads_hands_back_the_partial_frame_first() -> None:
     assert cut(cutter, sink, frame[:7]) is None and sink.got == []
     assert cutter.rest(frame[7:]) == frame
     assert cutter.rest(b"") == b""
+
+
+def test_a_big_frame_trickled_in_small_reads_comes_out_whole_after_the_last() -> None:
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    stream = wire(Opcode.BINARY, blob) + wire(Opcode.TEXT, b"next")
+    sink = Sink()
+    cutter = FrameCutter(max_size=2**20)
+    *reads, last = [stream[at : at + 1024] for at in range(0, len(stream), 1024)]
+    for read in reads:  # the blob's header says 1 MiB + 14 bytes: it ends in the last read
+        assert cutter.feed(read, sink.deliver, sink.control) is None
+    assert sink.got == []
+    assert cut(cutter, sink, last) is None
+    assert sink.got == [blob, "next"]
