@@ -126,7 +126,7 @@ def test_pushes_split_anywhere_around_pings_and_a_fragmented_one_are_answered_in
 def test_text_that_is_not_utf8_after_good_pushes_closes_with_1007(
     path: tuple[str, ServerProcess],
 ) -> None:
-    kind, server = path
+    _, server = path
     client = RawClient(server.socket_url("badtext"))
     try:
         client.send(["1", "1", "room:badtext", "phx_join", {}])
@@ -138,6 +138,6 @@ def test_text_that_is_not_utf8_after_good_pushes_closes_with_1007(
         code = client.read_to_end()
     finally:
         client.close()
+    # A reply still on its way when the client broke the protocol may be dropped (the
+    # connection is failed, RFC 6455 7.1.7); the close code says why.
     assert code == 1007
-    if kind == "direct":  # the ASGI path drops what its queue holds once uvicorn closes
-        assert [f[1] for f in client.frames] == ["1", "2"]
