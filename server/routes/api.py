@@ -91,12 +91,7 @@ async def broadcast(request: Request) -> Response:
     refusal = _unauthorized(request, node.settings.api_key, "the broadcast API")
     if refusal is not None:
         return refusal
-    limit = node.settings.max_frame_size
-    try:
-        body = await read_body(request, limit, f"body over {limit} bytes")
-    except BodyUnread as unread:
-        return unread.response
-    parsed = parse_broadcast(body, limit)
+    parsed = await read_broadcast(request, node.settings.max_frame_size)
     if isinstance(parsed, Response):
         return parsed
     topic, event, payload = parsed
@@ -107,11 +102,15 @@ async def broadcast(request: Request) -> Response:
     return JSONResponse({"ok": True, "topic": topic, "event": event}, status_code=202)
 
 
-def parse_broadcast(body: bytes, max_size: int) -> tuple[str, str, dict[str, Any]] | Response:
-    """``{"topic", "event", "payload"}`` from a request body, or the 4xx answer saying why not
-    (the console's broadcast shares it)."""
-    if len(body) > max_size:
-        return _error(413, f"body over {max_size} bytes")
+async def read_broadcast(
+    request: Request, limit: int
+) -> tuple[str, str, dict[str, Any]] | Response:
+    """``{"topic", "event", "payload"}`` from a request body of at most ``limit`` bytes, or the
+    4xx answer saying why not (the console's broadcast shares it)."""
+    try:
+        body = await read_body(request, limit, f"body over {limit} bytes")
+    except BodyUnread as unread:
+        return unread.response
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -38,8 +38,8 @@ from switchboard.server.routes.api import (
     BodyUnread,
     _error,
     _unauthorized,
-    parse_broadcast,
     read_body,
+    read_broadcast,
 )
 from switchboard.server.timeline import HOUR, METRICS
 
@@ -282,12 +282,7 @@ async def broadcast(request: Request) -> Response:
     node, refusal = _node(request)
     if refusal is not None:
         return refusal
-    limit = node.settings.max_frame_size
-    try:
-        body = await read_body(request, limit, f"body over {limit} bytes")
-    except BodyUnread as unread:
-        return unread.response
-    parsed = parse_broadcast(body, limit)
+    parsed = await read_broadcast(request, node.settings.max_frame_size)
     if isinstance(parsed, Response):
         return parsed
     topic_name, event, payload = parsed
