@@ -26,7 +26,7 @@ const readline = require("readline")
 const {performance} = require("perf_hooks")
 const WebSocket = require("ws")
 const {Socket, Presence} = require("phoenix")
-const {PROTOCOLS} = require("./protocols")
+const {PROTOCOLS, reset} = require("./protocols")
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"))
 const tokens = config.protocol === "phoenix" ? JSON.parse(fs.readFileSync(config.tokens, "utf8")) : []
@@ -151,7 +151,7 @@ async function reqreply({seconds, warmup}){
 const commands = {
   connect, join_storm: joinStorm, reqreply,
   status: async() => reply("status", {alive: conns.filter((c) => !c.closed).length, closed: conns.filter((c) => c.closed).length}),
-  exit: async() => { for(const c of conns){ c.close() } process.exit(0) },
+  exit: async() => { for(const c of conns){ reset(c) } process.exit(0) },
 }
 
 if(config.heartbeat_ms){
