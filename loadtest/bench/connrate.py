@@ -42,6 +42,8 @@ async def run_connrate(spec: ServerSpec, args: argparse.Namespace, logdir: Path)
             for status, count in a["refused"].items():
                 refused[status] = refused.get(status, 0) + count
         seconds = (max(a["ended"] for a in answers) - min(a["started"] for a in answers)) / 1000
+        cpu = cpu_summary(m)
+        busy = m["server_cpu"] * m["wall"] / 100  # server CPU-seconds over the metered run
         sizes[str(wanted)] = {
             "sockets": n,
             "cut_to_fd_limit": n < wanted,
@@ -55,6 +57,9 @@ async def run_connrate(spec: ServerSpec, args: argparse.Namespace, logdir: Path)
             "p50_ms": answers[0]["p50_ms"],
             "p99_ms": answers[0]["p99_ms"],
             "rss_mib": round(rss / 2**20, 1),
-            **cpu_summary(m),
+            # opens per second of server CPU: comparable where the generator, not the
+            # server, set the pace (the opens/s of such a row understate the server)
+            "opens_per_cpu_s": round(ok / busy) if busy else None,
+            **cpu,
         }
     return {"server": spec.label, "sizes": sizes}

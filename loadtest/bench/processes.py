@@ -29,7 +29,16 @@ SWITCHBOARD_BIN = ROOT / ".venv" / "bin" / "switchboard"
 OTHER_BIN = "BENCH_SWITCHBOARD_BIN"
 CLUSTER = "switchboard-2node"  # two switchboard nodes and redis-server, fan-out only
 NODE = shutil.which("node") or "node"
-ALL_SERVERS = ("switchboard", CLUSTER, "socketio", "socketio-node", "websockets")
+#: socketio-node-presence: Node's socket.io doing the presence work of a join too (its script's
+#: ``--presence``), to tell presence's cost apart from the server's.
+ALL_SERVERS = (
+    "switchboard",
+    CLUSTER,
+    "socketio",
+    "socketio-node",
+    "socketio-node-presence",
+    "websockets",
+)
 
 
 @dataclass
@@ -58,9 +67,10 @@ class ServerSpec:
                 "--dir",
                 tempfile.gettempdir(),  # nothing is written there: no RDB, no AOF
             ]
-        if self.kind == "socketio-node":
+        if self.kind.startswith("socketio-node"):
             script = HERE / "servers" / "socketio_node_server.js"
-            return [NODE, str(script), "--host", HOST, "--port", str(port)]
+            presence = ["--presence"] if self.kind == "socketio-node-presence" else []
+            return [NODE, str(script), "--host", HOST, "--port", str(port), *presence]
         script = HERE / "servers" / f"{self.kind}_server.py"
         return [PYTHON, str(script), "--host", HOST, "--port", str(port)]
 
@@ -74,7 +84,7 @@ class ServerSpec:
     def flavor(self) -> Flavor:
         if self.kind in ("switchboard", CLUSTER):
             return PhoenixFlavor(history=self.env.get("SWITCHBOARD_HISTORY_SIZE") != "0")
-        if self.kind in ("socketio", "socketio-node"):
+        if self.kind.startswith("socketio"):
             return SocketIOFlavor()
         return WebsocketsFlavor()
 
@@ -187,7 +197,11 @@ class ServerProcess:
                 raise RuntimeError(f"{self.spec.label}: PING answered {self.health!r}")
 
     def _start_profiler(self) -> None:
-        if self.profile_dir is None or self.spec.kind in ("redis", "socketio-node"):
+        if (
+            self.profile_dir is None
+            or self.spec.kind == "redis"
+            or self.spec.kind.startswith("socketio-node")
+        ):
             return
         ext = "speedscope.json" if self.profile_format == "speedscope" else "svg"
         if self.profile_format == "raw":

@@ -80,7 +80,7 @@ def connrate(rows: Results, w: int) -> list[str]:
     out = [
         "connrate: connect + join (+ presence track) per socket, rooms of sockets/100",
         f"{'server':<{w}}{'sockets':>8}{'opens/s':>9}{'seconds':>9}{'refused':>9}{'failed':>7}"
-        f"{'p99 ms':>9}{'server_cpu':>11}{'gen_cpu':>8}",
+        f"{'p99 ms':>9}{'server_cpu':>11}{'gen_cpu':>8}{'opens/cpu-s':>12}",
     ]
     sizes = sorted({size for r in rows.values() for size in r.get("sizes", {})}, key=int)
     for size in sizes:
@@ -94,10 +94,14 @@ def connrate(rows: Results, w: int) -> list[str]:
                 f"{label:<{w}}{r['sockets']:>8}{r['opens_per_s']:>9,}{r['seconds']:>9.2f}"
                 f"{r['refused_total']:>9}{r['failed']:>7}{r['p99_ms'] or 0:>9.0f}"
                 f"{r['server_cpu']:>10.0f}%{r['gen_cpu']:>7.0f}%"
+                f"{r.get('opens_per_cpu_s') or 0:>12,}"
                 + _flag(r)
                 + (f"  ({'; '.join(notes)})" if notes else "")
             )
         out.append(_ratios(at_size, lambda r: r.get("opens_per_s"), False))
+        per_cpu = _ratios(at_size, lambda r: r.get("opens_per_cpu_s"), False)
+        if per_cpu:
+            out.append(per_cpu.replace("ratios:", "per server CPU-second:", 1))
     for label, r in rows.items():
         if "sizes" not in r:
             out.append(_error(label, r, w))
