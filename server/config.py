@@ -278,6 +278,15 @@ class Settings:
         },
     )
 
+    gc_threshold: int = field(
+        default=20_000,
+        metadata={
+            "env": "SWITCHBOARD_GC_THRESHOLD",
+            "help": "allocations between collections of the garbage collector's youngest "
+            "generation under `switchboard serve` (Python's own: 700; 0 leaves the "
+            "collector as it is)",
+        },
+    )
     slow_handle_in_ms: float = field(
         default=100.0,
         metadata={
@@ -422,6 +431,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.gc_threshold < 0:
+            raise bad("gc_threshold", "must be 0 (Python's own settings) or more")
         if self.history_size < 0:
             raise bad("history_size", "must be 0 (off) or more")
         if self.max_connections < 0:

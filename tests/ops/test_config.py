@@ -178,6 +178,7 @@ def test_a_malformed_value_gives_a_config_error_naming_the_variable(
         ("SWITCHBOARD_METRICS_ADDRESS", "127.0.0.1:port"),
         ("SWITCHBOARD_CACHE_MAX_VALUE", "0"),
         ("SWITCHBOARD_CACHE_MAX_BYTES", "1000"),  # under the largest value
+        ("SWITCHBOARD_GC_THRESHOLD", "-1"),
     ],
 )
 def test_a_value_that_parses_but_cannot_work_gives_a_config_error_naming_the_variable(
