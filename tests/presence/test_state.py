@@ -389,6 +389,11 @@ def test_refs_are_url_safe_and_differ_between_nodes_and_counters() -> None:
     assert make_ref("a:1", 7) == make_ref("a:1", 7)
 
 
+def test_a_ref_is_short_whatever_the_node_id_since_every_meta_on_the_wire_carries_one() -> None:
+    node = "switchboard-node-17.internal.example:4000:9f3a2c"
+    assert all(len(make_ref(node, n)) <= 14 for n in (0, 1, 255, 256, 65_535))
+
+
 # --- property-based tests: a small simulated cluster
 
 OWNERS = ["s1/1", "s2/1", "s2/2"]
