@@ -673,7 +673,9 @@ def test_phx_refs_are_unique_across_all_nodes(size: int, ops: list[Any]) -> None
     a=st.tuples(st.text(max_size=8), st.integers(0, 2**70)),
     b=st.tuples(st.text(max_size=8), st.integers(0, 2**70)),
 )
-def test_make_ref_is_injective_and_url_safe(a: tuple[str, int], b: tuple[str, int]) -> None:
+def test_refs_differ_whenever_node_or_counter_does_and_are_url_safe(
+    a: tuple[str, int], b: tuple[str, int]
+) -> None:
     assert (make_ref(*a) == make_ref(*b)) == (a == b)
     assert re.fullmatch(r"[A-Za-z0-9_-]+", make_ref(*a))
 
