@@ -51,7 +51,10 @@ REPLICATION_TOPIC = "switchboard:presence"
 CONNECTIONS_TOPIC = "connections"
 STATE_EVENT = "presence_state"
 MAX_CACHED_STATES = 10_000  # topics only ever read would pile up
-PUSHES_PER_TURN = 200  # presence_states written per turn of the loop after a flush
+#: presence_state bytes written per turn of the loop after a flush: in a join storm each
+#: joiner's state is the whole room (400 KB for 5000 members), and joins still unanswered
+#: wait for the loop meanwhile.
+PUSH_BYTES_PER_TURN = 1 << 20
 
 
 LocalChange = msg.Track | msg.Update | msg.Untrack | msg.UntrackOwner
@@ -408,7 +411,7 @@ class Presence:
                 local_broadcast(topic, DIFF_EVENT, frame)
         if len(states) + len(flushed.states) > MAX_CACHED_STATES:
             states.clear()
-        pushed = 0
+        pushed = 0  # bytes this turn
         for topic, text in flushed.states.items():
             waiters = self._waiters.pop(topic, ())
             states[topic] = _State(text, served=bool(waiters))
@@ -429,8 +432,9 @@ class Presence:
                     # cancelling its wait: the joiners after it still get theirs.
                     if not waiter.done():
                         waiter.set_result(None)
-                pushed += 1
-                if pushed % PUSHES_PER_TURN == 0:
+                pushed += len(text)
+                if pushed >= PUSH_BYTES_PER_TURN:
+                    pushed = 0
                     await asyncio.sleep(0)  # a storm of joiners must not hold the loop
 
     def _publish_deltas(self) -> None:
