@@ -411,7 +411,7 @@ class Presence:
                 local_broadcast(topic, DIFF_EVENT, frame)
         if len(states) + len(flushed.states) > MAX_CACHED_STATES:
             states.clear()
-        pushed = 0  # bytes this turn
+        written = 0  # state bytes this turn of the loop
         for topic, text in flushed.states.items():
             waiters = self._waiters.pop(topic, ())
             states[topic] = _State(text, served=bool(waiters))
@@ -432,9 +432,9 @@ class Presence:
                     # cancelling its wait: the joiners after it still get theirs.
                     if not waiter.done():
                         waiter.set_result(None)
-                pushed += len(text)
-                if pushed >= PUSH_BYTES_PER_TURN:
-                    pushed = 0
+                written += len(text)
+                if written >= PUSH_BYTES_PER_TURN:
+                    written = 0
                     await asyncio.sleep(0)  # a storm of joiners must not hold the loop
 
     def _publish_deltas(self) -> None:

@@ -261,7 +261,6 @@ class ChannelServer:
             return
         self.socket.protocol.push_json(self.topic, self.join_ref, STATE_EVENT, payload_json)
         self.socket.flush()
-        self._diffs_held = None  # the state holds them
         if not self._presence_synced:
             self._presence_synced = True
             self._intercept = type(self.channel).intercept

@@ -74,12 +74,20 @@ def _hold_tracks_of(node: InProcessNode, user: str) -> asyncio.Event:
     return release
 
 
+async def _join(node: InProcessNode, user: str, topic: str) -> Recorder:
+    """``user`` joins ``topic`` on a socket of its own; returns once the join is answered."""
+    socket, frames = _socket(node, user)
+    send(socket, "1", "1", topic, "phx_join", {})
+    await node.until(f"{user} joined", lambda: any(f[3] == "phx_reply" for f in frames.frames))
+    return frames
+
+
 def _keys(frame: list[Any]) -> set[str]:
     payload = frame[4]
     return set(payload) if frame[3] == "presence_state" else set(payload["joins"])
 
 
-def _joined(node: InProcessNode, recorder: Recorder, topic: str, user: str) -> bool:
+def _joined(recorder: Recorder, topic: str, user: str) -> bool:
     return any(user in _keys(frame) for frame in recorder.presence(topic))
 
 
@@ -88,25 +96,15 @@ def test_a_joiner_gets_the_diffs_of_its_tracks_wait_in_its_state_only() -> None:
 
         async def scenario() -> None:
             topic = "room:held"
-            first, first_frames = _socket(node, "first")
-            send(first, "1", "1", topic, "phx_join", {})
-            await node.until(
-                "first sees itself", lambda: _joined(node, first_frames, topic, "first")
-            )
+            first_frames = await _join(node, "first", topic)
+            await node.until("first sees itself", lambda: _joined(first_frames, topic, "first"))
             release = _hold_tracks_of(node, "slow")
-            slow, slow_frames = _socket(node, "slow")
-            send(slow, "1", "1", topic, "phx_join", {})
-            await node.until(
-                "slow joined", lambda: any(f[3] == "phx_reply" for f in slow_frames.frames)
-            )
-            other, _ = _socket(node, "other")
-            send(other, "1", "1", topic, "phx_join", {})
+            slow_frames = await _join(node, "slow", topic)
+            await _join(node, "other", topic)
             # other's join is flushed while slow's track still waits: a diff slow is subscribed to
-            await node.until(
-                "the diff of other", lambda: _joined(node, first_frames, topic, "other")
-            )
+            await node.until("the diff of other", lambda: _joined(first_frames, topic, "other"))
             release.set()
-            await node.until("slow sees itself", lambda: _joined(node, slow_frames, topic, "slow"))
+            await node.until("slow sees itself", lambda: _joined(slow_frames, topic, "slow"))
 
             frames = slow_frames.presence(topic)
             assert frames[0][3] == "presence_state", f"a diff came before the state: {frames}"
@@ -123,21 +121,14 @@ def test_a_channel_that_tracks_without_pushing_a_state_still_gets_every_diff(top
 
         async def scenario() -> None:
             release = _hold_tracks_of(node, "slow")
-            slow, slow_frames = _socket(node, "slow")
-            send(slow, "1", "1", topic, "phx_join", {})
-            await node.until(
-                "slow joined", lambda: any(f[3] == "phx_reply" for f in slow_frames.frames)
-            )
-            other, other_frames = _socket(node, "other")
-            send(other, "1", "1", topic, "phx_join", {})
-            await node.until(
-                "the diff of other", lambda: _joined(node, other_frames, topic, "other")
-            )
-            assert not _joined(node, slow_frames, topic, "other"), "held while slow's track waits"
+            slow_frames = await _join(node, "slow", topic)
+            other_frames = await _join(node, "other", topic)
+            await node.until("the diff of other", lambda: _joined(other_frames, topic, "other"))
+            assert not _joined(slow_frames, topic, "other"), "held while slow's track waits"
             release.set()
-            await node.until("slow sees itself", lambda: _joined(node, slow_frames, topic, "slow"))
+            await node.until("slow sees itself", lambda: _joined(slow_frames, topic, "slow"))
 
-            diffs = [frame for frame in slow_frames.presence(topic)]
+            diffs = slow_frames.presence(topic)
             assert [f[3] for f in diffs] == ["presence_diff"] * len(diffs)
             assert [key for frame in diffs for key in _keys(frame)] == ["other", "slow"]
 
