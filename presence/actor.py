@@ -115,7 +115,8 @@ class ListTopic:
 
 @dataclass(frozen=True)
 class Summary:
-    """Topic -> key count, and metas per node in the ``connections`` topic."""
+    """Topic -> key count, and how many presence states were built. Asked on every stats
+    tick, so nothing here may cost a topic's size (``connections`` holds every socket)."""
 
 
 @dataclass(frozen=True)
@@ -222,14 +223,4 @@ class PresenceActor(SupervisedActor):
         return flushed
 
     def _summary(self) -> dict[str, Any]:
-        by_node: dict[str, int] = {}
-        for presence in self.state.list("connections").values():
-            for meta in presence["metas"]:
-                node = str(meta.get("node", "?"))
-                by_node[node] = by_node.get(node, 0) + 1
-        return {
-            "topics": self.state.topics(),
-            "connections_by_node": by_node,
-            "nodes": sorted(self.state.nodes()),
-            "state_builds": self.state_builds,
-        }
+        return {"topics": self.state.topics(), "state_builds": self.state_builds}
