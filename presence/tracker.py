@@ -100,6 +100,8 @@ class Presence:
         self._deltas: list[Delta] = []  # acknowledged, not yet published
         self._live_owners: dict[str, int] = {}  # owner -> number of live tracks
         self._queued: list[tuple[LocalChange, asyncio.Future[Any]]] = []
+        self._send_soon = False  # _send_queued is due this turn of the loop
+        self._send_timer: asyncio.TimerHandle | None = None  # ... or, for later changes, then
         # The window: topics whose diffs wait in the actor, the flush timer, and the states.
         self._dirty: set[str] = set()
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -129,9 +131,10 @@ class Presence:
     async def stop(self) -> None:
         self._publish("goodbye", {"node": self.node})
         self.pubsub.unsubscribe(REPLICATION_TOPIC, self)
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
+        for timer in (self._flush_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._flush_timer = self._send_timer = None
         await stop_tasks([*self._tasks, *self._background])
         for waiters in self._waiters.values():
             for waiter, _ in waiters:
@@ -161,6 +164,16 @@ class Presence:
         self._live_owners[owner] = self._live_owners.get(owner, 0) + 1
         change = await self._change(msg.Track(owner, topic, key, dict(meta), limit))
         return change is not None
+
+    def track_later(
+        self, owner: str, topic: str, key: str, meta: Mapping[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Track ``key`` for ``owner`` without waiting, for an entry nobody waits on (a socket
+        in ``connections``). It costs no hand-off to the actor of its own: it goes with the
+        next change that is waited on, or one window later at the latest, in order with the
+        owner's other changes. The future fails if the track does."""
+        self._live_owners[owner] = self._live_owners.get(owner, 0) + 1
+        return self._request(msg.Track(owner, topic, key, dict(meta)), later=True)
 
     async def update(self, owner: str, topic: str, key: str, meta: Mapping[str, Any]) -> None:
         await self._change(msg.Update(owner, topic, key, dict(meta)))
@@ -194,18 +207,27 @@ class Presence:
 
     # -- local changes, in order, in batches --------------------------------------------------
 
-    def _request(self, change: LocalChange) -> asyncio.Future[Any]:
+    def _request(self, change: LocalChange, later: bool = False) -> asyncio.Future[Any]:
         """Queue ``change``; the changes queued in one turn of the loop go to the actor as one
-        message (one thread hand-off for a whole burst of joins), answered in order."""
+        message (one thread hand-off for a whole burst of joins), answered in order. A change
+        sent ``later`` waits for the next one that is not, or for one window."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._queued.append((change, reply))
-        if len(self._queued) == 1:
-            loop.call_soon(self._send_queued)
+        if not later:
+            if not self._send_soon:
+                self._send_soon = True
+                loop.call_soon(self._send_queued)
+        elif not self._send_soon and self._send_timer is None:
+            self._send_timer = loop.call_later(self.window, self._send_queued)
         return reply
 
     def _send_queued(self) -> None:
         """Send what is queued now (before any other request, to keep the order)."""
+        self._send_soon = False
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._queued:
             batch, self._queued = self._queued, []
             self._spawn(self._run_batch(batch))

@@ -7,12 +7,15 @@ of reconnects an admission never waits behind presence work or an actor's mailbo
 
 The per-id limit counts this node's sockets exactly and other nodes' from the
 ``connections`` presence topic, whose diffs every node receives; each socket with an id is
-tracked there (without waiting), which is also how the dashboard counts connections. Two
-sockets of one id opening on two nodes within a replication delay may both be admitted.
+tracked there without waiting (with the next presence change, or one window later), which
+also lists every node's sockets by id at ``/api/presence/connections``. Two sockets of one
+id opening on two nodes within a replication delay may both be admitted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -21,10 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from switchboard.actors.errors import ActorError
 from switchboard.actors.token_bucket import TokenBuckets
 from switchboard.presence.tracker import CONNECTIONS_TOPIC
-from switchboard.server import eager
 from switchboard.server.codec import Frame
 from switchboard.server.config import Settings
 from switchboard.server.counters import Counters
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
     from switchboard.server.pubsub import PubSub
 
 logger = logging.getLogger("switchboard.admission")
+
+
+def _report_untracked(socket_id: str, tracked: asyncio.Future[Any]) -> None:
+    failure = None if tracked.cancelled() else tracked.exception()
+    if failure is not None:
+        logger.warning("connection of %s not in presence yet: %s", socket_id, failure)
 
 
 def connection_owner(serial: int) -> str:
@@ -112,7 +119,9 @@ class AdmissionControl:
         self._ids[serial] = socket_id
         if self.presence is not None and self.settings.presence:
             meta = {"node": self.node, "connected_at": int(time.time())}
-            eager.start_task(self._track(serial, socket_id, meta))
+            owner = connection_owner(serial)
+            tracked = self.presence.track_later(owner, CONNECTIONS_TOPIC, socket_id, meta)
+            tracked.add_done_callback(functools.partial(_report_untracked, socket_id))
         return Admission(serial)
 
     def release(self, serial: int) -> None:
@@ -127,13 +136,6 @@ class AdmissionControl:
             del self._local[socket_id]
         if self.presence is not None and self.settings.presence:
             self.presence.forget(connection_owner(serial))
-
-    async def _track(self, serial: int, socket_id: str, meta: dict[str, Any]) -> None:
-        assert self.presence is not None
-        try:
-            await self.presence.track(connection_owner(serial), CONNECTIONS_TOPIC, socket_id, meta)
-        except ActorError as exc:
-            logger.warning("connection of %s not in presence yet: %s", socket_id, exc)
 
     def deliver(self, event: str, frame: Frame) -> None:
         """The ``connections`` topic's ``presence_diff`` (other nodes' sockets come and go) or,

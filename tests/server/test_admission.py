@@ -33,10 +33,9 @@ class SilentPresence:
         self.tracked: list[tuple[str, str, str]] = []
         self.forgotten: list[str] = []
 
-    async def track(self, owner: str, topic: str, key: str, meta: Any, limit: Any = None) -> bool:
+    def track_later(self, owner: str, topic: str, key: str, meta: Any) -> asyncio.Future[Any]:
         self.tracked.append((owner, topic, key))
-        await asyncio.Event().wait()
-        return True
+        return asyncio.get_running_loop().create_future()
 
     def forget(self, owner: str) -> None:
         self.forgotten.append(owner)
