@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from switchboard.actors.supervisor import SupervisedActor
 from switchboard.presence.batch import DiffBatch
 from switchboard.presence.state import Delta, Diff, Entry, PresenceState
@@ -218,7 +216,7 @@ class PresenceActor(SupervisedActor):
             if frames:
                 flushed.frames[topic] = frames
         for topic in states:
-            flushed.states[topic] = orjson.dumps(self.state.list(topic)).decode()
+            flushed.states[topic] = self.state.list_json(topic)
         self.state_builds += len(states)
         return flushed
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 Meta = dict[str, Any]
 
 _RESERVED = ("phx_ref", "phx_ref_prev")
@@ -81,6 +83,8 @@ class Entry:
     phx_ref: str
     meta: Meta = field(hash=False)
     phx_ref_prev: str | None = None
+    _meta_json: str | None = field(default=None, init=False, repr=False, compare=False)
+    _alone_json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def presence_meta(self) -> Meta:
         """The meta as Phoenix clients see it: user meta plus phx_ref (and phx_ref_prev)."""
@@ -89,6 +93,28 @@ class Entry:
         if self.phx_ref_prev is not None:
             out["phx_ref_prev"] = self.phx_ref_prev
         return out
+
+    def presence_meta_json(self) -> str:
+        """:meth:`presence_meta` as JSON, encoded the first time only: every state of the
+        topic built while the entry lasts lists it (an entry never changes; an update is a
+        new one)."""
+        text = self._meta_json
+        if text is None:
+            text = orjson.dumps(self.presence_meta()).decode()
+            object.__setattr__(self, "_meta_json", text)
+        return text
+
+    def alone_json(self) -> str:
+        """``"key":{"metas":[meta]}``: the entry's part of a state where it is its key's
+        only meta (the usual case), cached like :meth:`presence_meta_json` (and instead of
+        it, to keep one string per entry)."""
+        text = self._alone_json
+        if text is None:
+            key = orjson.dumps(self.key).decode()
+            meta = self._meta_json or orjson.dumps(self.presence_meta()).decode()
+            text = f'{key}:{{"metas":[{meta}]}}'
+            object.__setattr__(self, "_alone_json", text)
+        return text
 
     def to_wire(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -454,6 +480,22 @@ class PresenceState:
             key: {"metas": [e.presence_meta() for e in refs.values()]}
             for key, refs in self._topics.get(topic, {}).items()
         }
+
+    def list_json(self, topic: str) -> str:
+        """``orjson.dumps(self.list(topic))``, built from each entry's cached meta JSON: a
+        joiner's state costs a string join per entry, not a dict copy and its encoding."""
+        keys = self._topics.get(topic)
+        if not keys:
+            return "{}"
+        parts = []
+        for key, refs in keys.items():
+            if len(refs) == 1:
+                for entry in refs.values():
+                    parts.append(entry.alone_json())
+            else:
+                metas = ",".join([entry.presence_meta_json() for entry in refs.values()])
+                parts.append(f'{orjson.dumps(key).decode()}:{{"metas":[{metas}]}}')
+        return "{" + ",".join(parts) + "}"
 
     def topics(self) -> dict[str, int]:
         """Topic -> number of present keys."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import ANY
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -703,3 +704,27 @@ def test_a_missed_delta_leaves_the_state_unchanged_and_asks_for_a_sync(
     receiver.replace_node(source.node, *snapshot_wire(source))
     assert all_lists(receiver, TOPICS) == all_lists(source, TOPICS)
     assert not receiver.needs_sync(source.node, source.seq)
+
+
+@FAST
+@given(size=st.integers(2, 3), ops=st.lists(faulty_ops, max_size=50))
+def test_the_state_joiners_are_sent_is_the_list_byte_for_byte(size: int, ops: list[Any]) -> None:
+    """``list_json`` builds it from each entry's meta JSON, cached the first time it is
+    listed: after every operation it must still be exactly the list, encoded."""
+    cluster = Cluster.boot(size)
+    for op in ops:
+        cluster.step(op)
+        for state in cluster.states:
+            for topic in TOPICS:
+                assert state.list_json(topic) == orjson.dumps(state.list(topic)).decode()
+
+
+def test_the_state_json_escapes_keys_and_metas_like_the_list() -> None:
+    state = PresenceState("a:1")
+    odd = ['he said "hi"', "back\\slash", "ünï\u2028code", "<\x01>", ""]
+    for n, key in enumerate(odd):
+        state.track(f"s{n}", "room:odd", key, {"name": key, "nested": {"k": [key, None, 1.5]}})
+    state.track("s9", "room:odd", odd[0], {"second": True})  # a key with two metas
+    assert state.list_json("room:odd") == orjson.dumps(state.list("room:odd")).decode()
+    assert orjson.loads(state.list_json("room:odd")) == state.list("room:odd")
+    assert state.list_json("room:none") == "{}"
