@@ -71,7 +71,7 @@ def test_a_later_track_alone_goes_one_window_later(node: InProcessNode) -> None:
         batches = _recording_batches(presence)
         queued_at = node.loop.time()
         later = presence.track_later("socket:1", "connections", "ben", {})
-        # Not much later either: other asks (the heartbeat's, every second) would take it.
+        # Not much later either: other asks (the stats tick's, every second) would take it.
         await node.until("the later track acknowledged", later.done, timeout=WINDOW + 0.4)
         assert node.loop.time() - queued_at >= WINDOW * 0.9, "it did not wait for a change"
         assert batches == [[("Track", "ben")]]
