@@ -28,6 +28,10 @@ class Log(Generic[T]):
 
     def append(self, item: T) -> None:
         self.items.append(item)
+        self.changed()
+
+    def changed(self) -> None:
+        """Wake the waiters whose condition now holds (call it after any change they read)."""
         for condition, future in self._waiters:
             if not future.done() and condition():
                 future.set_result(None)
@@ -89,6 +93,7 @@ class Member(Log[tuple[str, Frame]]):
 
     def history_lost(self) -> None:
         self.lost += 1
+        self.changed()
 
     @property
     def positions(self) -> list[Position]:
