@@ -60,6 +60,10 @@ def _node_hash(node: str) -> bytes:
     return hashlib.blake2b(node.encode(), digest_size=8).digest()
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _clean_meta(meta: Mapping[str, Any]) -> Meta:
     """Deep copy of a user meta without the keys this module owns."""
     return {k: copy.deepcopy(v) for k, v in meta.items() if k not in _RESERVED}
@@ -83,7 +87,6 @@ class Entry:
     phx_ref: str
     meta: Meta = field(hash=False)
     phx_ref_prev: str | None = None
-    _meta_json: str | None = field(default=None, init=False, repr=False, compare=False)
     _alone_json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def presence_meta(self) -> Meta:
@@ -94,25 +97,14 @@ class Entry:
             out["phx_ref_prev"] = self.phx_ref_prev
         return out
 
-    def presence_meta_json(self) -> str:
-        """:meth:`presence_meta` as JSON, encoded the first time only: every state of the
-        topic built while the entry lasts lists it (an entry never changes; an update is a
-        new one)."""
-        text = self._meta_json
-        if text is None:
-            text = orjson.dumps(self.presence_meta()).decode()
-            object.__setattr__(self, "_meta_json", text)
-        return text
-
     def alone_json(self) -> str:
         """``"key":{"metas":[meta]}``: the entry's part of a state where it is its key's
-        only meta (the usual case), cached like :meth:`presence_meta_json` (and instead of
-        it, to keep one string per entry)."""
+        only meta (the usual case), encoded the first time only: every state of the topic
+        built while the entry lasts lists it (an entry never changes; an update is a new
+        one)."""
         text = self._alone_json
         if text is None:
-            key = orjson.dumps(self.key).decode()
-            meta = self._meta_json or orjson.dumps(self.presence_meta()).decode()
-            text = f'{key}:{{"metas":[{meta}]}}'
+            text = f"{_json(self.key)}:{_json({'metas': [self.presence_meta()]})}"
             object.__setattr__(self, "_alone_json", text)
         return text
 
@@ -482,8 +474,9 @@ class PresenceState:
         }
 
     def list_json(self, topic: str) -> str:
-        """``orjson.dumps(self.list(topic))``, built from each entry's cached meta JSON: a
-        joiner's state costs a string join per entry, not a dict copy and its encoding."""
+        """``orjson.dumps(self.list(topic))``, built from each single-meta key's cached JSON
+        (:meth:`Entry.alone_json`): a joiner's state costs a string join per member, not a
+        dict copy and its encoding. Keys with several metas are encoded afresh."""
         keys = self._topics.get(topic)
         if not keys:
             return "{}"
@@ -493,8 +486,8 @@ class PresenceState:
                 for entry in refs.values():
                     parts.append(entry.alone_json())
             else:
-                metas = ",".join([entry.presence_meta_json() for entry in refs.values()])
-                parts.append(f'{orjson.dumps(key).decode()}:{{"metas":[{metas}]}}')
+                metas = [entry.presence_meta() for entry in refs.values()]
+                parts.append(f"{_json(key)}:{_json({'metas': metas})}")
         return "{" + ",".join(parts) + "}"
 
     def topics(self) -> dict[str, int]:
