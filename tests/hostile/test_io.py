@@ -122,8 +122,14 @@ def test_a_flood_of_frames_that_skipped_the_limits_is_rate_limited_then_disconne
     (frames, code), bystander = run(alongside(limited, flood, url, kind), timeout=30)
     bystander.report(kind)
     assert code == 1008, f"the flooder was not disconnected; {len(frames)} frames answered"
-    refused = [f for f in frames if f[4] == LIMITED]
-    assert len(refused) == FLOOD_DISCONNECT
+    # Closed after FLOOD_DISCONNECT refusals in a row: a token refilled meanwhile (one per
+    # 20 ms) lets one frame through and starts the count again, as on a loaded machine.
+    in_a_row = 0
+    for frame in reversed(frames):
+        if frame[4] != LIMITED:
+            break
+        in_a_row += 1
+    assert in_a_row == FLOOD_DISCONNECT, f"closed after {in_a_row} refusals in a row"
     assert len(frames) < 300, "a flood is answered only up to its burst"
 
 
